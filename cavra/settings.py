@@ -1,0 +1,190 @@
+"""Settings for CAVRA closure, read from environment variables.
+
+SQLite is the embedded default; ``DATABASE_URL=postgres://…`` selects PostgreSQL, the production
+database. ``DEBUG`` is off unless ``DJANGO_DEBUG`` is set to a true value. Every variable is
+listed in docs/configuration.md.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+
+
+DEBUG = env_bool("DJANGO_DEBUG")
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and not env_bool("CAVRA_ALLOW_INSECURE_DEV_KEY"):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off "
+            "(set CAVRA_ALLOW_INSECURE_DEV_KEY=1 for local tests only)."
+        )
+    SECRET_KEY = "cavra-insecure-development-key-not-for-production"  # noqa: S105
+
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+    if host.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    origin.strip()
+    for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",")
+    if origin.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "closure",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cavra.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "cavra.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{BASE_DIR / 'var' / 'cavra.sqlite3'}",
+        conn_max_age=env_int("CAVRA_DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers proceed while the single writer commits; IMMEDIATE transactions take the
+    # write lock up front, so two writers queue on busy_timeout instead of failing with
+    # "database is locked" when one of them upgrades a read lock.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "/admin/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "closure.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["closure.api.permissions.ModelViewPermissions"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "closure.api.pagination.StablePageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "EXCEPTION_HANDLER": "closure.api.problems.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CAVRA_LOG_LEVEL", "INFO")},
+}
+
+# --- CAVRA ---------------------------------------------------------------------------------
+
+# Fernet keys (comma separated, newest first) that encrypt connector configuration at rest.
+# Without it a key is derived from SECRET_KEY, which is only acceptable for development.
+CAVRA_CONNECTOR_KEYS = [
+    key.strip() for key in os.environ.get("CAVRA_CONNECTOR_KEYS", "").split(",") if key.strip()
+]
+# Connectors may reach loopback addresses (tests and the demo only; refused when DEBUG is off
+# by a system check).
+CAVRA_ALLOW_LOOPBACK_CONNECTORS = env_bool("CAVRA_ALLOW_LOOPBACK_CONNECTORS")
+# Base URL of the console, used in alert messages to link back to the evidence.
+CAVRA_PUBLIC_BASE_URL = os.environ.get("CAVRA_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# A retry decision due for longer than this is reported as overdue on the closure dashboard.
+CAVRA_RETRY_OVERDUE_GRACE_MINUTES = env_int("CAVRA_RETRY_OVERDUE_GRACE_MINUTES", 30)
+# Acknowledgements outstanding for longer than this turn the closure risk critical.
+CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES = env_int("CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES", 60)
+# The latest health report older than this is stale on the closure dashboard.
+CAVRA_HEALTH_STALE_MINUTES = env_int("CAVRA_HEALTH_STALE_MINUTES", 180)
+# How long a worker may hold a claimed delivery attempt before another worker may take it over.
+CAVRA_ATTEMPT_LEASE_SECONDS = env_int("CAVRA_ATTEMPT_LEASE_SECONDS", 120)
+# API tokens expire after this many days unless created with another lifetime.
+CAVRA_API_TOKEN_DAYS = env_int("CAVRA_API_TOKEN_DAYS", 30)

@@ -1,0 +1,110 @@
+"""RFC 9457 problem details for every API error."""
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from closure.services.errors import ServiceError
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://cavra.invalid/problems/"
+
+_CODES = {
+    exceptions.ParseError: ("malformed_request", "Malformed request body"),
+    exceptions.ValidationError: ("validation_error", "Invalid input"),
+    exceptions.NotAuthenticated: ("not_authenticated", "Authentication required"),
+    exceptions.AuthenticationFailed: ("authentication_failed", "Authentication failed"),
+    exceptions.PermissionDenied: ("permission_denied", "Permission denied"),
+    exceptions.NotFound: ("not_found", "Not found"),
+    exceptions.MethodNotAllowed: ("method_not_allowed", "Method not allowed"),
+    exceptions.NotAcceptable: ("not_acceptable", "Not acceptable"),
+    exceptions.UnsupportedMediaType: ("unsupported_media_type", "Unsupported media type"),
+    exceptions.Throttled: ("throttled", "Too many requests"),
+}
+
+
+def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """Turn DRF's nested error detail into {"dotted.path": [messages]}."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "" if key in ("non_field_errors",) else str(key)
+            path = f"{prefix}.{name}" if prefix and name else (name or prefix)
+            for sub_path, messages in flatten_errors(value, path).items():
+                flat.setdefault(sub_path, []).extend(messages)
+    elif isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            flat.setdefault(prefix or "body", []).extend(str(item) for item in detail)
+        else:
+            for index, item in enumerate(detail):
+                if item:
+                    path = f"{prefix}.{index}" if prefix else str(index)
+                    for sub_path, messages in flatten_errors(item, path).items():
+                        flat.setdefault(sub_path, []).extend(messages)
+    else:
+        flat.setdefault(prefix or "body", []).append(str(detail))
+    return flat
+
+
+def problem_response(
+    *,
+    status_code: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: dict | None = None,
+    headers: dict | None = None,
+) -> Response:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code.replace("_", "-"),
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def problem_exception_handler(exc, context):
+    if isinstance(exc, ServiceError):
+        return problem_response(
+            status_code=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            errors=exc.errors,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    code, title = next(
+        (value for klass, value in _CODES.items() if isinstance(exc, klass)),
+        ("error", "Error"),
+    )
+    errors = None
+    if isinstance(exc, exceptions.ValidationError):
+        errors = flatten_errors(exc.detail)
+        detail = "; ".join(f"{path}: {msgs[0]}" for path, msgs in errors.items())
+    else:
+        detail = str(exc.detail) if hasattr(exc, "detail") else str(exc)
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k in ("WWW-Authenticate", "Retry-After", "Allow")
+    }
+    return problem_response(
+        status_code=response.status_code,
+        code=code,
+        title=title,
+        detail=detail,
+        errors=errors,
+        headers=headers,
+    )

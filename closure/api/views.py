@@ -1,0 +1,475 @@
+"""API views: authenticate, authorize, validate, call one service, render.
+
+Authentication is DRF's (bearer token or session); the console's login redirect does not apply
+here, so every view is marked login-not-required for the middleware and guarded by DRF instead.
+"""
+
+from django.contrib.auth.decorators import login_not_required
+from django.db.models import Prefetch
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from closure.api import serializers as s
+from closure.api.filtersets import (
+    AcknowledgementFilterSet,
+    AlertDeliveryFilterSet,
+    ConnectorFilterSet,
+    DeliveryEventFilterSet,
+    EvidenceFilterSet,
+    ExecutionRecordFilterSet,
+    HealthAlertFilterSet,
+    HealthReportFilterSet,
+    RetryPlanFilterSet,
+    WorkerRunFilterSet,
+)
+from closure.api.permissions import requires
+from closure.choices import MetadataKind
+from closure.evidence import evidence_envelope, evidence_verify
+from closure.models import (
+    Acknowledgement,
+    AlertDelivery,
+    Connector,
+    DeliveryEvent,
+    Evidence,
+    ExecutionRecord,
+    HealthAlert,
+    HealthReport,
+    RetryDecision,
+    RetryPlan,
+    WorkerRun,
+)
+from closure.selectors import alert_dashboard, closure_dashboard
+from closure.services.alerts import (
+    acknowledgement_create,
+    delivery_retry_now,
+    delivery_waive,
+    health_alert_send,
+)
+from closure.services.attempts import execution_serialize
+from closure.services.common import actor_summary
+from closure.services.events import delivery_events_ingest
+from closure.services.health import (
+    HealthParameters,
+    health_compute,
+    health_report_build,
+    health_report_serialize,
+)
+from closure.services.retries import RetryPolicy, retry_plan_create
+from closure.worker import WorkerOptions, worker_run_execute, worker_run_serialize
+
+
+class ApiLoginMixin:
+    @classmethod
+    def as_view(cls, *args, **kwargs):
+        return login_not_required(super().as_view(*args, **kwargs))
+
+
+class ActionView(ApiLoginMixin, APIView):
+    """An action endpoint: one input serializer, one service."""
+
+    def validated(self, serializer_class, data=None):
+        serializer = serializer_class(data=self.request.data if data is None else data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def actor(self) -> dict:
+        summary = actor_summary(self.request.user)
+        summary["authentication"] = "token" if self.request.auth is not None else "session"
+        return summary
+
+
+def evidence_for(kind: str, session_id: str) -> dict | None:
+    row = Evidence.objects.filter(metadata_kind=kind, session_id=session_id).first()
+    return evidence_envelope(row) if row else None
+
+
+def _providers(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _query_bool(request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise ValidationError({name: ["Must be true or false."]})
+
+
+class DeliveryEventIngestView(ActionView):
+    permission_classes = [requires("closure.add_deliveryevent")]
+
+    def post(self, request):
+        data = self.validated(s.DeliveryEventBatchInputSerializer)
+        result = delivery_events_ingest(actor=request.user, events=data["events"])
+        code = status.HTTP_201_CREATED if result["created"] else status.HTTP_200_OK
+        return Response({**result, "actor": self.actor()}, status=code)
+
+
+class HealthView(ActionView):
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [requires("closure.add_healthreport")()]
+        return [requires("closure.view_healthreport")()]
+
+    def get(self, request):
+        if _query_bool(request, "preview"):
+            computed = health_compute(parameters=HealthParameters())
+            health = {
+                **computed,
+                "health_id": None,
+                "generated_by": request.user.get_username(),
+                "generated_at": computed["generated_at"],
+            }
+            return Response({"health": health, "preview": True, "stored": False})
+        report = (
+            HealthReport.objects.select_related("generated_by")
+            .order_by("-generated_at", "-id")
+            .first()
+        )
+        if report is None:
+            return Response(
+                {
+                    "type": "https://cavra.invalid/problems/no-health-report",
+                    "title": "Not found",
+                    "status": 404,
+                    "detail": "No health report has been built yet.",
+                    "code": "no_health_report",
+                },
+                status=404,
+                content_type="application/problem+json",
+            )
+        return Response(
+            {
+                "health": health_report_serialize(report),
+                "metadata": evidence_for(MetadataKind.HEALTH, report.health_id),
+            }
+        )
+
+    def post(self, request):
+        data = self.validated(s.HealthBuildInputSerializer)
+        report = health_report_build(actor=request.user, parameters=HealthParameters(**data))
+        return Response(
+            {
+                "health": health_report_serialize(report),
+                "metadata": evidence_for(MetadataKind.HEALTH, report.health_id),
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class AlertDeliverView(ActionView):
+    permission_classes = [requires("closure.add_healthalert")]
+
+    def post(self, request):
+        data = self.validated(s.AlertDeliverInputSerializer)
+        result = health_alert_send(
+            actor=request.user,
+            health_id=data["health_id"] or None,
+            provider=data["provider"],
+            force=data["force"],
+            suppression_window_minutes=data["suppression_window_minutes"],
+        )
+        if result.alert is None:
+            return Response(
+                {
+                    "alert": None,
+                    "deliveries": [],
+                    "metadata": None,
+                    "success": False,
+                    "skipped_reason": result.skipped_reason,
+                    "actor": self.actor(),
+                },
+                status=status.HTTP_200_OK,
+            )
+        alert = result.alert
+        return Response(
+            {
+                "alert": {
+                    "alert_id": alert.alert_id,
+                    "health_id": alert.health.health_id,
+                    "alert_level": alert.health.alert_level,
+                    "created_at": alert.created_at,
+                    "forced": alert.forced,
+                    "selected_providers": alert.selected_providers,
+                    "suppressed_providers": alert.suppressed_providers,
+                },
+                "deliveries": [
+                    {
+                        "delivery_id": delivery.delivery_id,
+                        "provider": delivery.provider,
+                        "status": delivery.status,
+                        "execution_record": execution_serialize(record) if record else None,
+                    }
+                    for delivery, record in result.attempts
+                ],
+                "metadata": evidence_for(MetadataKind.ALERT_PLAN, alert.alert_id),
+                "success": result.success,
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class AcknowledgementCreateView(ActionView):
+    permission_classes = [requires("closure.acknowledge_alert")]
+
+    def post(self, request, health_id: str):
+        data = self.validated(s.AcknowledgementInputSerializer)
+        ack = acknowledgement_create(
+            actor=request.user,
+            health_id=health_id,
+            provider=data["provider"],
+            state=data["acknowledgement_state"],
+            external_ref=data["external_ref"],
+            notes=data["notes"],
+        )
+        return Response(
+            {
+                "acknowledgement": s.AcknowledgementSerializer(ack).data,
+                "metadata": evidence_for(MetadataKind.ALERT_ACK, ack.ack_id),
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class DeliveryWaiveView(ActionView):
+    permission_classes = [requires("closure.waive_delivery")]
+
+    def post(self, request, delivery_id: str):
+        data = self.validated(s.WaiveInputSerializer)
+        delivery = delivery_waive(
+            actor=request.user, delivery_id=delivery_id, reason=data["reason"]
+        )
+        return Response(
+            {
+                "delivery": s.AlertDeliverySerializer(delivery).data,
+                "metadata": evidence_for(MetadataKind.DELIVERY_WAIVER, delivery.delivery_id),
+                "actor": self.actor(),
+            }
+        )
+
+
+class DeliveryRetryView(ActionView):
+    permission_classes = [requires("closure.execute_retry")]
+
+    def post(self, request, delivery_id: str):
+        data = self.validated(s.ManualRetryInputSerializer)
+        delivery, record = delivery_retry_now(
+            actor=request.user, delivery_id=delivery_id, timeout_seconds=data["timeout_seconds"]
+        )
+        delivery = AlertDelivery.objects.select_related("alert__health").get(pk=delivery.pk)
+        return Response(
+            {
+                "delivery": s.AlertDeliverySerializer(delivery).data,
+                "execution_record": execution_serialize(record) if record else None,
+                "metadata": evidence_for(MetadataKind.EXECUTION_RECORD, record.execution_id)
+                if record
+                else None,
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class AlertDashboardView(ActionView):
+    permission_classes = [requires("closure.view_healthalert", "closure.view_alertdelivery")]
+
+    def get(self, request):
+        return Response(alert_dashboard())
+
+
+class RetryPlanView(ActionView):
+    permission_classes = [requires("closure.plan_retry")]
+
+    def post(self, request):
+        data = self.validated(s.RetryPlanInputSerializer)
+        policy = RetryPolicy(**data.get("retry_policy", {}))
+        plan, public = retry_plan_create(
+            actor=request.user,
+            policy=policy,
+            providers=_providers(data["provider"]),
+            health_id=data["health_id"],
+        )
+        return Response(
+            {
+                "plan": public,
+                "metadata": evidence_for(MetadataKind.RETRY_PLAN, plan.retry_plan_id),
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class RetryWorkerRunView(ActionView):
+    permission_classes = [requires("closure.plan_retry")]
+
+    def post(self, request):
+        data = self.validated(s.WorkerRunInputSerializer)
+        if data["execute"] and not request.user.has_perm("closure.execute_retry"):
+            raise PermissionDenied("A live run needs the execute_retry permission.")
+        options = WorkerOptions(
+            execute=data["execute"],
+            retry_plan_id=data["retry_plan_id"],
+            retry_policy=RetryPolicy(**data.get("retry_policy", {})),
+            max_retry_deliveries=data["max_retry_deliveries"],
+            providers=tuple(_providers(data["provider"])),
+            timeout_seconds=data["timeout_seconds"],
+            schedule=dict(data.get("schedule", {})),
+        )
+        outcome = worker_run_execute(actor=request.user, options=options)
+        return Response(
+            {
+                "run": worker_run_serialize(outcome.run),
+                "metadata": evidence_envelope(outcome.run_evidence),
+                "retry_metadata": evidence_envelope(outcome.plan_evidence)
+                if outcome.plan_evidence
+                else None,
+                "retry_results": [
+                    {
+                        "decision": result.decision,
+                        "execution_record": execution_serialize(result.execution)
+                        if result.execution
+                        else None,
+                        "skipped": result.skipped or None,
+                    }
+                    for result in outcome.results
+                ],
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ClosureDashboardView(ActionView):
+    permission_classes = [requires("closure.view_healthreport", "closure.view_alertdelivery")]
+
+    def get(self, request):
+        return Response(closure_dashboard())
+
+
+# -- resource lists ----------------------------------------------------------------------------
+
+
+class ResourceViewSet(ApiLoginMixin, viewsets.ReadOnlyModelViewSet):
+    """Read-only, filterable, paginated, with a stable ordering backed by an index."""
+
+
+class DeliveryEventViewSet(ResourceViewSet):
+    queryset = DeliveryEvent.objects.select_related("ingested_by").order_by("-occurred_at", "-id")
+    serializer_class = s.DeliveryEventSerializer
+    filterset_class = DeliveryEventFilterSet
+    lookup_field = "event_id"
+
+
+class HealthReportViewSet(ResourceViewSet):
+    queryset = HealthReport.objects.select_related("generated_by").order_by("-generated_at", "-id")
+    serializer_class = s.HealthReportSerializer
+    filterset_class = HealthReportFilterSet
+    lookup_field = "health_id"
+
+
+class ConnectorViewSet(ResourceViewSet):
+    queryset = Connector.objects.order_by("name")
+    serializer_class = s.ConnectorSerializer
+    filterset_class = ConnectorFilterSet
+    lookup_field = "name"
+
+
+class HealthAlertViewSet(ResourceViewSet):
+    queryset = (
+        HealthAlert.objects.select_related("health", "created_by")
+        .prefetch_related(
+            Prefetch("deliveries", queryset=AlertDelivery.objects.order_by("provider", "id"))
+        )
+        .order_by("-created_at", "-id")
+    )
+    serializer_class = s.HealthAlertSerializer
+    filterset_class = HealthAlertFilterSet
+    lookup_field = "alert_id"
+
+
+class AlertHistoryView(HealthAlertViewSet):
+    """GET A: the alert history (the same list as /api/v1/alerts/)."""
+
+
+class AlertDeliveryViewSet(ResourceViewSet):
+    queryset = AlertDelivery.objects.select_related("alert__health").order_by("-created_at", "-id")
+    serializer_class = s.AlertDeliverySerializer
+    filterset_class = AlertDeliveryFilterSet
+    lookup_field = "delivery_id"
+
+
+class AcknowledgementViewSet(ResourceViewSet):
+    queryset = Acknowledgement.objects.select_related(
+        "alert", "health", "acknowledged_by"
+    ).order_by("-acknowledged_at", "-id")
+    serializer_class = s.AcknowledgementSerializer
+    filterset_class = AcknowledgementFilterSet
+    lookup_field = "ack_id"
+
+
+class RetryPlanViewSet(ResourceViewSet):
+    queryset = RetryPlan.objects.select_related("generated_by").order_by("-generated_at", "-id")
+    serializer_class = s.RetryPlanSerializer
+    filterset_class = RetryPlanFilterSet
+    lookup_field = "retry_plan_id"
+
+    def retrieve(self, request, *args, **kwargs):
+        plan = self.get_object()
+        decisions = (
+            RetryDecision.objects.filter(plan=plan)
+            .select_related("plan", "delivery__alert__health", "latest_execution")
+            .order_by("id")
+        )
+        return Response(
+            {
+                **s.RetryPlanSerializer(plan).data,
+                "retry_decisions": s.RetryDecisionSerializer(decisions, many=True).data,
+            }
+        )
+
+
+class WorkerRunViewSet(ResourceViewSet):
+    queryset = WorkerRun.objects.select_related("started_by", "retry_plan").order_by(
+        "-started_at", "-id"
+    )
+    serializer_class = s.WorkerRunSerializer
+    filterset_class = WorkerRunFilterSet
+    lookup_field = "run_id"
+
+
+class ExecutionRecordViewSet(ResourceViewSet):
+    queryset = ExecutionRecord.objects.select_related(
+        "executed_by", "worker_run", "decision__plan", "delivery__alert__health"
+    ).order_by("-executed_at", "-id")
+    serializer_class = s.ExecutionRecordSerializer
+    filterset_class = ExecutionRecordFilterSet
+    lookup_field = "execution_id"
+
+
+class EvidenceViewSet(ResourceViewSet):
+    queryset = Evidence.objects.order_by("-sequence")
+    serializer_class = s.EvidenceSerializer
+    filterset_class = EvidenceFilterSet
+    lookup_field = "sequence"
+
+    @action(detail=False, methods=["get"])
+    def verify(self, request):
+        result = evidence_verify()
+        return Response(
+            {
+                "ok": result.ok,
+                "count": result.count,
+                "head": result.head,
+                "first_broken_sequence": result.first_broken_sequence,
+                "problem": result.problem or None,
+            }
+        )

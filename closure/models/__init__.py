@@ -1,0 +1,25 @@
+"""The closure records, one module per topic."""
+
+from closure.models.accounts import ApiToken
+from closure.models.alerts import Acknowledgement, AlertDelivery, HealthAlert
+from closure.models.connectors import Connector
+from closure.models.events import DeliveryEvent, HealthReport
+from closure.models.evidence import Evidence, EvidenceImmutableError
+from closure.models.retries import RetryDecision, RetryPlan
+from closure.models.runs import ExecutionRecord, WorkerRun
+
+__all__ = [
+    "Acknowledgement",
+    "AlertDelivery",
+    "ApiToken",
+    "Connector",
+    "DeliveryEvent",
+    "Evidence",
+    "EvidenceImmutableError",
+    "ExecutionRecord",
+    "HealthAlert",
+    "HealthReport",
+    "RetryDecision",
+    "RetryPlan",
+    "WorkerRun",
+]

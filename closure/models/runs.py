@@ -1,0 +1,128 @@
+"""Retry worker runs and the immutable execution record of every delivery attempt."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from closure.choices import (
+    ErrorClass,
+    ExecutionStatus,
+    ExecutionTrigger,
+    SkipReason,
+    WorkerRunStatus,
+)
+from closure.models.base import choices_constraint, public_id_field
+
+WORKER_RUN_ID_PREFIX = "gordackexechealthalertworker-"
+EXECUTION_ID_PREFIX = "gordackexechealthalertexec-"
+
+
+class WorkerRun(models.Model):
+    """One run of the retry worker, dry or live."""
+
+    run_id = public_id_field(WORKER_RUN_ID_PREFIX)
+    dry_run = models.BooleanField()
+    status = models.CharField(
+        max_length=16, choices=WorkerRunStatus.choices, default=WorkerRunStatus.RUNNING
+    )
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    retry_plan = models.ForeignKey(
+        "closure.RetryPlan", on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
+    )
+    parameters = models.JSONField(default=dict)
+    schedule = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict)
+    selected_retries = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        permissions = [("execute_retry", "Can run the retry worker live and retry by hand")]
+        constraints = [
+            choices_constraint("status", WorkerRunStatus, "workerrun_status_valid"),
+            models.CheckConstraint(
+                condition=Q(finished_at__isnull=True) | Q(finished_at__gte=F("started_at")),
+                name="workerrun_finished_after_start",
+            ),
+        ]
+        indexes = [
+            # Closure dashboard: the latest live run.
+            models.Index(fields=["dry_run", "-started_at", "-id"], name="workerrun_latest_idx"),
+            models.Index(fields=["-started_at", "-id"], name="workerrun_list_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.run_id
+
+
+class ExecutionRecord(models.Model):
+    """One immutable record per delivery attempt (plus `skipped` records for re-checks)."""
+
+    execution_id = public_id_field(EXECUTION_ID_PREFIX)
+    delivery = models.ForeignKey(
+        "closure.AlertDelivery", on_delete=models.PROTECT, related_name="executions"
+    )
+    decision = models.ForeignKey(
+        "closure.RetryDecision",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="executions",
+    )
+    worker_run = models.ForeignKey(
+        WorkerRun, on_delete=models.PROTECT, null=True, blank=True, related_name="executions"
+    )
+    execution_status = models.CharField(max_length=16, choices=ExecutionStatus.choices)
+    skip_reason = models.CharField(
+        max_length=32, choices=SkipReason.choices, blank=True, default=""
+    )
+    executed_at = models.DateTimeField()
+    executed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    provider = models.CharField(max_length=64)
+    attempt_number = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=16, choices=ExecutionTrigger.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_class = models.CharField(
+        max_length=32, choices=ErrorClass.choices, blank=True, default=""
+    )
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    retry_after_seconds = models.PositiveIntegerField(null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    response_sha256 = models.CharField(max_length=64, blank=True, default="")
+    response_excerpt = models.CharField(max_length=200, blank=True, default="")
+    execution_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-executed_at", "-id"]
+        constraints = [
+            choices_constraint("execution_status", ExecutionStatus, "execution_status_valid"),
+            choices_constraint("trigger", ExecutionTrigger, "execution_trigger_valid"),
+            models.CheckConstraint(
+                condition=Q(attempt_number__gte=1), name="execution_attempt_gte_1"
+            ),
+            # Exactly one record per real attempt of a delivery; skipped re-checks make no attempt.
+            models.UniqueConstraint(
+                fields=["delivery", "attempt_number"],
+                condition=~Q(execution_status=ExecutionStatus.SKIPPED),
+                name="execution_one_per_attempt",
+            ),
+            models.CheckConstraint(
+                condition=Q(execution_status=ExecutionStatus.FAILED) | Q(error_class=""),
+                name="execution_error_only_when_failed",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-executed_at", "-id"], name="execution_list_idx"),
+            # Planning reads each delivery's attempts in order.
+            models.Index(fields=["delivery", "attempt_number"], name="execution_delivery_idx"),
+            models.Index(fields=["execution_status", "-executed_at"], name="execution_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.execution_id

@@ -1,0 +1,274 @@
+"""Every non-trivial read: dashboards and the querysets behind lists. No writes here."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Exists, OuterRef, Q, Window
+from django.utils import timezone
+
+from closure.choices import (
+    CLOSING_ACK_STATES,
+    AlertLevel,
+    DecisionAction,
+    DecisionStatus,
+    DeliveryStatus,
+    ExecutionStatus,
+    Severity,
+    WorkerRunStatus,
+)
+from closure.evidence import isoformat
+from closure.models import (
+    Acknowledgement,
+    AlertDelivery,
+    ExecutionRecord,
+    HealthAlert,
+    HealthReport,
+    RetryDecision,
+    RetryPlan,
+    WorkerRun,
+)
+
+CLOSURE_SCHEMA_VERSION = (
+    "cavra.go-backend-pilot.rollback-drill-final-reporting-closure-dashboard.v1"
+)
+MAX_REFS = 20
+B = "/runtime/go-pilot/rollback-drill-notifications/acknowledgements/audit-delivery"
+R = f"{B}/recovery-executive-report"
+A = f"{R}/delivery-retry-health-alerts"
+
+
+def _refs_with_total(queryset, id_field: str) -> tuple[int, list[str], list[dict]]:
+    """Up to MAX_REFS public IDs plus the total count, in one query (a window count)."""
+    rows = list(queryset.annotate(total=Window(expression=Count("pk")))[:MAX_REFS])
+    total = rows[0].total if rows else 0
+    return total, [getattr(row, id_field) for row in rows], rows
+
+
+def unacknowledged_deliveries():
+    """Delivered deliveries whose report is not yet acknowledged/resolved on that connector."""
+    closing_ack = Acknowledgement.objects.filter(
+        health=OuterRef("alert__health"),
+        connector=OuterRef("connector"),
+        state__in=CLOSING_ACK_STATES,
+    )
+    return AlertDelivery.objects.filter(status=DeliveryStatus.DELIVERED).filter(
+        ~Exists(closing_ack)
+    )
+
+
+def _risk(code, severity, count, summary, refs, action) -> dict:
+    return {
+        "code": code,
+        "severity": severity,
+        "count": count,
+        "summary": summary,
+        "refs": refs,
+        "action": action,
+    }
+
+
+def closure_dashboard(*, now: datetime | None = None) -> dict:
+    """The final reporting closure dashboard, from the current state of every record.
+
+    A fixed number of queries whatever the number of records; reads only.
+    """
+    now = now or timezone.now()
+    risks: list[dict] = []
+
+    # 1. Latest health report, and whether any alert of it reached a connector.
+    latest = (
+        HealthReport.objects.order_by("-generated_at", "-id")
+        .annotate(alert_sent=Exists(AlertDelivery.objects.filter(alert__health=OuterRef("pk"))))
+        .only("health_id", "generated_at", "alert_level")
+        .first()
+    )
+    stale_before = now - timedelta(minutes=settings.CAVRA_HEALTH_STALE_MINUTES)
+    if latest is None or latest.generated_at < stale_before:
+        risks.append(
+            _risk(
+                "executive_retry_health_missing_or_stale",
+                Severity.WARNING,
+                1,
+                "No health report has been built yet."
+                if latest is None
+                else f"The latest health report ({isoformat(latest.generated_at)}) is older "
+                f"than {settings.CAVRA_HEALTH_STALE_MINUTES} minutes.",
+                [latest.health_id] if latest else [],
+                f"Build a fresh health report: POST {R}/delivery-retry-health.",
+            )
+        )
+    if latest is not None and latest.alert_level != AlertLevel.HEALTHY and not latest.alert_sent:
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_not_sent",
+                Severity.CRITICAL,
+                1,
+                f"The latest health report is {latest.alert_level} and no alert of it was sent.",
+                [latest.health_id],
+                f"Send the alert: POST {A}/deliver.",
+            )
+        )
+
+    # 2-3. Failed (or abandoned first attempts) and exhausted deliveries.
+    lease_expired = Q(leased_until__isnull=True) | Q(leased_until__lte=now)
+    failed_total, failed_refs, _ = _refs_with_total(
+        AlertDelivery.objects.filter(
+            Q(status=DeliveryStatus.FAILED) | (Q(status=DeliveryStatus.PENDING) & lease_expired)
+        ).order_by("created_at", "id"),
+        "delivery_id",
+    )
+    if failed_total:
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_delivery_failed",
+                Severity.CRITICAL,
+                failed_total,
+                f"{failed_total} alert deliveries failed and are not yet delivered, "
+                f"acknowledged or waived.",
+                failed_refs,
+                f"Plan retries (POST {A}/retry-plan) and run the worker live "
+                f"(POST {A}/retry-worker-run with execute=true), or acknowledge the alert.",
+            )
+        )
+    exhausted_total, exhausted_refs, _ = _refs_with_total(
+        AlertDelivery.objects.filter(status=DeliveryStatus.EXHAUSTED).order_by("created_at", "id"),
+        "delivery_id",
+    )
+    if exhausted_total:
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_delivery_exhausted",
+                Severity.CRITICAL,
+                exhausted_total,
+                f"{exhausted_total} alert deliveries used up their retry attempts.",
+                exhausted_refs,
+                f"Retry by hand (POST {A}/deliveries/{{delivery_id}}/retry) or waive with a "
+                f"reason (POST {A}/deliveries/{{delivery_id}}/waive).",
+            )
+        )
+
+    # 4. Retry decisions due for longer than the grace period and not executed.
+    grace = timedelta(minutes=settings.CAVRA_RETRY_OVERDUE_GRACE_MINUTES)
+    overdue_total, _, overdue_rows = _refs_with_total(
+        RetryDecision.objects.filter(
+            status=DecisionStatus.PENDING,
+            action=DecisionAction.RETRY,
+            next_retry_at__lt=now - grace,
+        )
+        .select_related("delivery")
+        .order_by("next_retry_at", "id"),
+        "pk",
+    )
+    if overdue_total:
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_retry_overdue",
+                Severity.WARNING,
+                overdue_total,
+                f"{overdue_total} retry decisions have been due for more than "
+                f"{settings.CAVRA_RETRY_OVERDUE_GRACE_MINUTES} minutes without being executed.",
+                [row.delivery.delivery_id for row in overdue_rows],
+                f"Run the retry worker live: POST {A}/retry-worker-run with execute=true.",
+            )
+        )
+
+    # 5. The latest live worker run failed or was abandoned.
+    latest_live = (
+        WorkerRun.objects.filter(dry_run=False)
+        .exclude(status=WorkerRunStatus.RUNNING)
+        .order_by("-started_at", "-id")
+        .only("run_id", "status")
+        .first()
+    )
+    if latest_live and latest_live.status in {WorkerRunStatus.FAILED, WorkerRunStatus.ABANDONED}:
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_retry_worker_failed",
+                Severity.WARNING,
+                1,
+                f"The latest live retry worker run is {latest_live.status}.",
+                [latest_live.run_id],
+                f"Inspect its execution records, then run the worker live again: "
+                f"POST {A}/retry-worker-run with execute=true.",
+            )
+        )
+
+    # 6. Delivered alerts not yet acknowledged (or resolved) on their connector.
+    ack_total, ack_refs, ack_rows = _refs_with_total(
+        unacknowledged_deliveries().order_by("delivered_at", "id"), "delivery_id"
+    )
+    if ack_total:
+        sla = settings.CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES
+        oldest = ack_rows[0].delivered_at
+        breached = oldest < now - timedelta(minutes=sla)
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_acknowledgement_outstanding",
+                Severity.CRITICAL if breached else Severity.WARNING,
+                ack_total,
+                f"{ack_total} delivered alerts await acknowledgement"
+                + (f"; the oldest for more than {sla} minutes." if breached else "."),
+                ack_refs,
+                f"Record the recipient's acknowledgement: POST {A}/{{health_id}}/acknowledgements.",
+            )
+        )
+
+    summary = closure_summary()
+    if not risks:
+        closure_state, level = "closed", AlertLevel.HEALTHY
+    elif all(r["severity"] == Severity.WARNING for r in risks):
+        closure_state, level = "open", AlertLevel.WARNING
+    else:
+        closure_state, level = "open", AlertLevel.CRITICAL
+    return {
+        "schema_version": CLOSURE_SCHEMA_VERSION,
+        "generated_at": isoformat(now),
+        "closure_state": closure_state,
+        "alert_level": level,
+        "open_item_count": len(risks),
+        "open_items": [r["code"] for r in risks],
+        "risks": risks,
+        "summary": summary,
+        "recommended_actions": [r["action"] for r in risks],
+        "controls": [
+            "Computed from the current state of every record, not a recent window.",
+            "Reading this dashboard changes nothing.",
+            "Only public identifiers, counts, states and connector names are shown; connector "
+            "secrets never appear.",
+            "Every change it reflects is recorded in the hash-chained evidence ledger.",
+        ],
+    }
+
+
+def _counts_by(queryset, field: str, choices) -> dict:
+    counts = dict.fromkeys(choices.values, 0)
+    for row in queryset.order_by().values(field).annotate(n=Count("pk")):
+        counts[row[field]] = row["n"]
+    return counts
+
+
+def closure_summary() -> dict:
+    """Counts of plans, runs, executions, deliveries and acknowledgements (five queries)."""
+    return {
+        "health_reports": HealthReport.objects.count(),
+        "retry_plans": RetryPlan.objects.count(),
+        "worker_runs": _counts_by(
+            WorkerRun.objects.filter(dry_run=False), "status", WorkerRunStatus
+        ),
+        "executions": _counts_by(ExecutionRecord.objects, "execution_status", ExecutionStatus),
+        "deliveries": _counts_by(AlertDelivery.objects, "status", DeliveryStatus),
+        "acknowledgements": Acknowledgement.objects.count(),
+    }
+
+
+def alert_dashboard() -> dict:
+    """Counts for the alert dashboard: alerts, deliveries by status, acknowledgements."""
+    return {
+        "alerts": HealthAlert.objects.count(),
+        "deliveries": _counts_by(AlertDelivery.objects, "status", DeliveryStatus),
+        "acknowledgements": Acknowledgement.objects.count(),
+        "outstanding_acknowledgements": unacknowledged_deliveries().count(),
+    }
+
+
+__all__ = ["alert_dashboard", "closure_dashboard"]

@@ -1,0 +1,363 @@
+"""Sending health alerts, acknowledging them, and an operator's waiver or manual retry."""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from closure.choices import (
+    CLOSING_ACK_STATES,
+    RECOVERABLE_DELIVERY_STATUSES,
+    TERMINAL_DELIVERY_STATUSES,
+    DecisionStatus,
+    DeliveryStatus,
+    ExecutionTrigger,
+    MetadataKind,
+    SuppressionReason,
+)
+from closure.evidence import EvidenceFilters, evidence_append, isoformat
+from closure.models import (
+    Acknowledgement,
+    AlertDelivery,
+    Connector,
+    ExecutionRecord,
+    HealthAlert,
+    HealthReport,
+    RetryDecision,
+)
+from closure.services.attempts import (
+    ClaimedAttempt,
+    attempt_claim,
+    attempt_record,
+    attempt_send,
+)
+from closure.services.common import signer_of
+from closure.services.errors import Conflict, InvalidInput, NotFound
+
+DEFAULT_TIMEOUT_SECONDS = 10
+
+
+def health_report_get(health_id: str | None) -> HealthReport:
+    """The named report, or the latest one when no ID is given."""
+    reports = HealthReport.objects.select_related("generated_by")
+    if health_id:
+        try:
+            return reports.get(health_id=health_id)
+        except HealthReport.DoesNotExist:
+            raise NotFound(f"health report {health_id!r} does not exist") from None
+    report = reports.order_by("-generated_at", "-id").first()
+    if report is None:
+        raise NotFound("no health report has been built yet", code="no_health_report")
+    return report
+
+
+def connectors_resolve(provider: str) -> list[Connector]:
+    """`all` (every connector) or a comma list of connector names; unknown names are an error."""
+    names = [name.strip() for name in provider.split(",") if name.strip()]
+    if not names:
+        raise InvalidInput(
+            "provider is empty", errors={"provider": ["Name at least one connector."]}
+        )
+    if names == ["all"]:
+        return list(Connector.objects.order_by("name"))
+    found = {c.name: c for c in Connector.objects.filter(name__in=names)}
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise InvalidInput(
+            f"unknown provider: {', '.join(unknown)}",
+            code="unknown_provider",
+            errors={"provider": [f"Unknown connector: {name}." for name in unknown]},
+        )
+    return [found[name] for name in dict.fromkeys(names)]
+
+
+def alert_payload(report: HealthReport, alert_id: str) -> dict:
+    """The public-safe message every connector renders: level, findings, counts, a link."""
+    return {
+        "type": "cavra.executive_retry_health_alert",
+        "alert_id": alert_id,
+        "health_id": report.health_id,
+        "alert_level": report.alert_level,
+        "alert_count": report.alert_count,
+        "generated_at": isoformat(report.generated_at),
+        "findings": report.findings,
+        "counts": report.counts,
+        "console_url": f"{settings.CAVRA_PUBLIC_BASE_URL.rstrip('/')}/console/",
+    }
+
+
+@dataclass
+class AlertSendResult:
+    alert: HealthAlert | None
+    attempts: list[tuple[AlertDelivery, ExecutionRecord | None]] = field(default_factory=list)
+    skipped_reason: str = ""
+
+    @property
+    def success(self) -> bool:
+        return bool(self.attempts) and all(
+            delivery.status == DeliveryStatus.DELIVERED for delivery, _ in self.attempts
+        )
+
+
+def health_alert_send(
+    *,
+    actor,
+    health_id: str | None,
+    provider: str = "all",
+    force: bool = False,
+    suppression_window_minutes: int = 60,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> AlertSendResult:
+    """Send a health report's alert to the selected connectors, one attempt each.
+
+    A healthy report is not sent unless forced. A connector that already received an alert for
+    this report within the suppression window, or that is disabled, is suppressed. The alert and
+    its deliveries commit first; each connector is then called outside any transaction and its
+    outcome recorded with its own evidence.
+    """
+    report = health_report_get(health_id)
+    connectors = connectors_resolve(provider)
+    if not report.is_degraded and not force:
+        return AlertSendResult(alert=None, skipped_reason="health_report_healthy")
+    now = timezone.now()
+    window_start = now - timedelta(minutes=suppression_window_minutes)
+    recently_alerted = set(
+        AlertDelivery.objects.filter(
+            alert__health=report,
+            alert__created_at__gte=window_start,
+            connector__in=connectors,
+        ).values_list("connector__name", flat=True)
+    )
+    selected, suppressed = [], []
+    for connector in connectors:
+        if not connector.enabled:
+            suppressed.append({"provider": connector.name, "reason": "connector_disabled"})
+        elif connector.name in recently_alerted and not force:
+            suppressed.append({"provider": connector.name, "reason": "recently_alerted"})
+        else:
+            selected.append(connector)
+
+    claims: list[ClaimedAttempt] = []
+    with transaction.atomic(durable=True):
+        alert = HealthAlert(
+            health=report,
+            created_at=now,
+            created_by=actor,
+            forced=force,
+            selected_providers=[c.name for c in selected],
+            suppressed_providers=suppressed,
+        )
+        alert.payload = alert_payload(report, alert.alert_id)
+        alert.save()
+        deliveries = AlertDelivery.objects.bulk_create(
+            [
+                AlertDelivery(
+                    alert=alert,
+                    connector=connector,
+                    provider=connector.name,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for connector in selected
+            ]
+        )
+        for delivery in deliveries:
+            claims.append(
+                attempt_claim(
+                    delivery=delivery,
+                    owner=alert.alert_id,
+                    trigger=ExecutionTrigger.INITIAL,
+                    now=now,
+                )
+            )
+        evidence_append(
+            kind=MetadataKind.ALERT_PLAN,
+            session_id=alert.alert_id,
+            signer=signer_of(actor),
+            subject={
+                "alert_id": alert.alert_id,
+                "health_id": report.health_id,
+                "alert_level": report.alert_level,
+                "forced": force,
+                "selected_providers": alert.selected_providers,
+                "suppressed_providers": suppressed,
+                "delivery_ids": [d.delivery_id for d in deliveries],
+                "suppression_window_minutes": suppression_window_minutes,
+            },
+            filters=EvidenceFilters(
+                health_id=report.health_id, provider=",".join(alert.selected_providers)
+            ),
+            decision_count=len(connectors),
+            blocked_count=len(suppressed),
+            now=now,
+        )
+
+    result = AlertSendResult(alert=alert)
+    for claim in claims:
+        outcome = attempt_send(claim, timeout_seconds=timeout_seconds)
+        record = attempt_record(claim=claim, outcome=outcome, actor=actor)
+        delivery = AlertDelivery.objects.select_related("connector").get(pk=claim.delivery_pk)
+        result.attempts.append((delivery, record))
+    return result
+
+
+def _close_open_decisions(delivery_pks: list[int], now) -> int:
+    """Supersede pending decisions of deliveries that no longer need a retry."""
+    return RetryDecision.objects.filter(
+        delivery_id__in=delivery_pks, status=DecisionStatus.PENDING
+    ).update(status=DecisionStatus.SUPERSEDED, closed_at=now)
+
+
+def acknowledgement_create(
+    *, actor, health_id: str, provider: str, state: str, external_ref: str = "", notes: str = ""
+) -> Acknowledgement:
+    """Record a recipient's acknowledgement of a report's alert on one connector.
+
+    An `acknowledged` or `resolved` state closes the loop on that connector: deliveries of the
+    report's alerts there that are not delivered are suppressed (reason acknowledged) and their
+    pending retry decisions superseded.
+    """
+    report = health_report_get(health_id)
+    try:
+        connector = Connector.objects.get(name=provider)
+    except Connector.DoesNotExist:
+        raise InvalidInput(
+            f"unknown provider: {provider}",
+            code="unknown_provider",
+            errors={"provider": [f"Unknown connector: {provider}."]},
+        ) from None
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        delivery_qs = AlertDelivery.objects.filter(alert__health=report, connector=connector)
+        latest = delivery_qs.select_related("alert").order_by("-alert__created_at", "-id").first()
+        if latest is None:
+            raise Conflict(
+                f"no alert of {report.health_id} was sent to {provider}",
+                code="alert_not_sent",
+            )
+        ack = Acknowledgement.objects.create(
+            alert=latest.alert,
+            health=report,
+            connector=connector,
+            provider=connector.name,
+            state=state,
+            external_ref=external_ref,
+            notes=notes,
+            acknowledged_at=now,
+            acknowledged_by=actor,
+        )
+        suppressed_ids: list[str] = []
+        if state in CLOSING_ACK_STATES:
+            open_deliveries = list(
+                delivery_qs.select_for_update()
+                .exclude(status__in=TERMINAL_DELIVERY_STATUSES)
+                .order_by("pk")
+            )
+            for delivery in open_deliveries:
+                if delivery.lease_is_held(now):
+                    continue  # the attempt in flight records its own outcome
+                delivery.suppress(reason=SuppressionReason.ACKNOWLEDGED, note="", now=now)
+                suppressed_ids.append(delivery.delivery_id)
+            _close_open_decisions([d.pk for d in open_deliveries], now)
+        evidence_append(
+            kind=MetadataKind.ALERT_ACK,
+            session_id=ack.ack_id,
+            signer=signer_of(actor),
+            subject={
+                "ack_id": ack.ack_id,
+                "alert_id": latest.alert.alert_id,
+                "health_id": report.health_id,
+                "provider": connector.name,
+                "acknowledgement_state": state,
+                "external_ref": external_ref,
+                "notes_present": bool(notes),
+                "suppressed_delivery_ids": suppressed_ids,
+            },
+            filters=EvidenceFilters(health_id=report.health_id, provider=connector.name),
+            decision_count=1,
+            now=now,
+        )
+    return ack
+
+
+def _delivery_locked(delivery_id: str) -> AlertDelivery:
+    try:
+        return (
+            AlertDelivery.objects.select_for_update()
+            .select_related("alert__health", "connector")
+            .get(delivery_id=delivery_id)
+        )
+    except AlertDelivery.DoesNotExist:
+        raise NotFound(f"delivery {delivery_id!r} does not exist") from None
+
+
+def _require_recoverable(delivery: AlertDelivery, action: str, now) -> None:
+    if delivery.status not in RECOVERABLE_DELIVERY_STATUSES:
+        raise Conflict(
+            f"only failed or exhausted deliveries can be {action}; "
+            f"{delivery.delivery_id} is {delivery.status}",
+            code="delivery_not_recoverable",
+        )
+    if delivery.lease_is_held(now):
+        raise Conflict(
+            f"an attempt of {delivery.delivery_id} is in flight", code="attempt_in_flight"
+        )
+
+
+def delivery_waive(*, actor, delivery_id: str, reason: str) -> AlertDelivery:
+    """An operator closes a failed or exhausted delivery without delivering it."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        delivery = _delivery_locked(delivery_id)
+        _require_recoverable(delivery, "waived", now)
+        previous_status = delivery.status
+        delivery.suppress(reason=SuppressionReason.WAIVED, note=reason, now=now)
+        superseded = _close_open_decisions([delivery.pk], now)
+        evidence_append(
+            kind=MetadataKind.DELIVERY_WAIVER,
+            session_id=delivery.delivery_id,
+            signer=signer_of(actor),
+            subject={
+                "delivery_id": delivery.delivery_id,
+                "alert_id": delivery.alert.alert_id,
+                "health_id": delivery.alert.health.health_id,
+                "provider": delivery.provider,
+                "previous_status": previous_status,
+                "status": delivery.status,
+                "suppression_reason": delivery.suppression_reason,
+                "reason": reason,
+                "attempt_count": delivery.attempt_count,
+                "superseded_decisions": superseded,
+            },
+            filters=EvidenceFilters(
+                health_id=delivery.alert.health.health_id, provider=delivery.provider
+            ),
+            decision_count=1,
+            now=now,
+        )
+    return delivery
+
+
+def delivery_retry_now(
+    *, actor, delivery_id: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+) -> tuple[AlertDelivery, ExecutionRecord | None]:
+    """A manual retry of one failed or exhausted delivery, now."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        delivery = _delivery_locked(delivery_id)
+        _require_recoverable(delivery, "retried", now)
+        if not delivery.connector.enabled:
+            raise Conflict(f"connector {delivery.provider} is disabled", code="connector_disabled")
+        _close_open_decisions([delivery.pk], now)
+        claim = attempt_claim(
+            delivery=delivery,
+            owner=f"manual:{actor.pk}",
+            trigger=ExecutionTrigger.MANUAL,
+            now=now,
+        )
+    outcome = attempt_send(claim, timeout_seconds=timeout_seconds)
+    record = attempt_record(claim=claim, outcome=outcome, actor=actor)
+    delivery.refresh_from_db()
+    return delivery, record

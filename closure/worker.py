@@ -1,0 +1,364 @@
+"""The retry worker: executes due `retry` decisions, dry run unless told to go live.
+
+Live runs claim due decisions with `SELECT … FOR UPDATE SKIP LOCKED` in a short transaction,
+take each delivery's attempt lease, call connectors outside any transaction, and record each
+outcome through the attempt service. The API and `manage.py run_retry_worker` both use `Worker`.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from closure.choices import (
+    DecisionAction,
+    DecisionStatus,
+    DeliveryStatus,
+    ExecutionStatus,
+    ExecutionTrigger,
+    MetadataKind,
+    SkipReason,
+    WorkerRunStatus,
+)
+from closure.evidence import EvidenceFilters, evidence_append, isoformat
+from closure.models import (
+    AlertDelivery,
+    Evidence,
+    ExecutionRecord,
+    RetryDecision,
+    RetryPlan,
+    WorkerRun,
+)
+from closure.services.attempts import (
+    ClaimedAttempt,
+    attempt_claim,
+    attempt_record,
+    attempt_send,
+    execution_skip,
+)
+from closure.services.common import signer_of
+from closure.services.errors import NotFound
+from closure.services.retries import RetryPolicy, retry_plan_compute, retry_plan_create
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    execute: bool = False
+    retry_plan_id: str = ""
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    max_retry_deliveries: int = 25
+    providers: tuple[str, ...] = ()
+    timeout_seconds: float = 10
+    schedule: dict = field(default_factory=dict)
+
+
+@dataclass
+class RetryResult:
+    decision: dict
+    execution: ExecutionRecord | None = None
+    skipped: str = ""
+
+
+@dataclass
+class WorkerOutcome:
+    run: WorkerRun
+    run_evidence: Evidence
+    plan_public: dict | None
+    plan_evidence: Evidence | None
+    results: list[RetryResult]
+
+
+def _decision_public(decision: RetryDecision) -> dict:
+    delivery = decision.delivery
+    return {
+        "retry_plan_id": decision.plan.retry_plan_id,
+        "delivery_id": delivery.delivery_id,
+        "health_id": delivery.alert.health.health_id,
+        "alert_id": delivery.alert.alert_id,
+        "provider": delivery.provider,
+        "action": decision.action,
+        "reason": decision.reason,
+        "retry_count": decision.retry_count,
+        "next_retry_at": isoformat(decision.next_retry_at),
+    }
+
+
+def _run_status(delivered: int, failed: int, skipped: int, selected: int) -> str:
+    if selected == 0:
+        return WorkerRunStatus.NO_WORK
+    if failed == 0 and skipped == 0:
+        return WorkerRunStatus.SUCCEEDED
+    if delivered == 0 and failed > 0:
+        return WorkerRunStatus.FAILED
+    return WorkerRunStatus.PARTIAL
+
+
+class Worker:
+    """One worker run for one actor with one set of options."""
+
+    def __init__(self, *, actor, options: WorkerOptions) -> None:
+        self.actor = actor
+        self.options = options
+
+    # -- plan -----------------------------------------------------------------------------
+
+    def _plan(self) -> tuple[RetryPlan | None, dict | None, Evidence | None]:
+        options = self.options
+        if options.retry_plan_id:
+            try:
+                plan = RetryPlan.objects.select_related("generated_by").get(
+                    retry_plan_id=options.retry_plan_id
+                )
+            except RetryPlan.DoesNotExist:
+                raise NotFound(f"retry plan {options.retry_plan_id!r} does not exist") from None
+            evidence = Evidence.objects.filter(
+                metadata_kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
+            ).first()
+            return plan, evidence.payload["subject"] if evidence else None, evidence
+        if not options.execute:
+            return None, None, None
+        plan, public = retry_plan_create(
+            actor=self.actor, policy=options.retry_policy, providers=list(options.providers)
+        )
+        evidence = Evidence.objects.get(
+            metadata_kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
+        )
+        return plan, public, evidence
+
+    def _due_decisions(self, plan: RetryPlan, now):
+        queryset = RetryDecision.objects.filter(
+            plan=plan,
+            status=DecisionStatus.PENDING,
+            action=DecisionAction.RETRY,
+            next_retry_at__lte=now,
+        )
+        if self.options.providers:
+            queryset = queryset.filter(delivery__provider__in=self.options.providers)
+        return queryset.order_by("next_retry_at", "id")
+
+    # -- run ------------------------------------------------------------------------------
+
+    def run(self) -> WorkerOutcome:
+        plan, plan_public, plan_evidence = self._plan()
+        if self.options.execute:
+            return self._run_live(plan, plan_public, plan_evidence)
+        return self._run_dry(plan, plan_public, plan_evidence)
+
+    def _run_dry(self, plan, plan_public, plan_evidence) -> WorkerOutcome:
+        """Report what a live run would do; calls no connector and changes no record."""
+        now = timezone.now()
+        options = self.options
+        if plan is not None:
+            due = list(
+                self._due_decisions(plan, now).select_related("plan", "delivery__alert__health")[
+                    : options.max_retry_deliveries
+                ]
+            )
+            selected = [_decision_public(d) for d in due]
+            counts = {
+                "retryable_count": plan.retryable_count,
+                "waiting_retry_count": plan.waiting_count,
+                "suppressed_retry_count": plan.suppressed_count,
+            }
+        else:
+            preview = retry_plan_compute(
+                policy=options.retry_policy,
+                providers=list(options.providers),
+                health_id="",
+                now=now,
+            )
+            retryable = [p for p in preview if p.action == DecisionAction.RETRY]
+            selected = [
+                {**p.as_dict(options.retry_policy), "retry_plan_id": None}
+                for p in retryable[: options.max_retry_deliveries]
+            ]
+            counts = {
+                "retryable_count": len(retryable),
+                "waiting_retry_count": sum(p.action == DecisionAction.WAIT for p in preview),
+                "suppressed_retry_count": sum(p.action == DecisionAction.SUPPRESS for p in preview),
+            }
+        summary = {
+            **counts,
+            "selected_retry_count": len(selected),
+            "delivered_count": 0,
+            "failed_count": 0,
+            "skipped_count": 0,
+        }
+        status = WorkerRunStatus.SUCCEEDED if selected else WorkerRunStatus.NO_WORK
+        with transaction.atomic(durable=True):
+            run = self._create_run(plan, now, dry_run=True)
+            evidence = self._finish_run(run, status=status, summary=summary, selected=selected)
+        results = [RetryResult(decision=d) for d in selected]
+        return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
+
+    def _create_run(self, plan, now, *, dry_run: bool) -> WorkerRun:
+        options = self.options
+        return WorkerRun.objects.create(
+            dry_run=dry_run,
+            started_at=now,
+            heartbeat_at=now,
+            started_by=self.actor,
+            retry_plan=plan,
+            schedule=options.schedule,
+            parameters={
+                "max_retry_deliveries": options.max_retry_deliveries,
+                "provider": list(options.providers),
+                "timeout_seconds": options.timeout_seconds,
+                "retry_plan_id": plan.retry_plan_id if plan else None,
+            },
+        )
+
+    def _finish_run(
+        self, run: WorkerRun, *, status: str, summary: dict, selected: list
+    ) -> Evidence:
+        now = timezone.now()
+        run.status = status
+        run.finished_at = now
+        run.heartbeat_at = now
+        run.summary = summary
+        run.selected_retries = selected
+        run.save(
+            update_fields=["status", "finished_at", "heartbeat_at", "summary", "selected_retries"]
+        )
+        return evidence_append(
+            kind=MetadataKind.WORKER_RUN,
+            session_id=run.run_id,
+            signer=signer_of(self.actor),
+            subject=worker_run_serialize(run),
+            filters=EvidenceFilters(provider=",".join(self.options.providers), dry_run=run.dry_run),
+            decision_count=summary["selected_retry_count"],
+            blocked_count=summary["failed_count"] + summary["skipped_count"],
+            approval_required_count=summary["selected_retry_count"] if run.dry_run else 0,
+            now=now,
+        )
+
+    def _claim(
+        self, plan: RetryPlan, run: WorkerRun
+    ) -> tuple[list[ClaimedAttempt], list[RetryResult]]:
+        """Claim due decisions in one short transaction; skip those whose delivery changed."""
+        claims: list[ClaimedAttempt] = []
+        skipped: list[RetryResult] = []
+        now = timezone.now()
+        with transaction.atomic(durable=True):
+            decisions = list(
+                self._due_decisions(plan, now)
+                .select_for_update(skip_locked=True, of=("self",))
+                .select_related("plan")[: self.options.max_retry_deliveries]
+            )
+            deliveries = {
+                d.pk: d
+                for d in AlertDelivery.objects.select_for_update()
+                .select_related("alert__health", "connector")
+                .filter(pk__in=[decision.delivery_id for decision in decisions])
+                .order_by("pk")
+            }
+            for decision in decisions:
+                delivery = deliveries[decision.delivery_id]
+                decision.delivery = delivery
+                if delivery.lease_is_held(now):
+                    continue  # a manual retry is in flight; the decision stays pending
+                skip_reason = ""
+                if delivery.status == DeliveryStatus.DELIVERED:
+                    skip_reason = SkipReason.ALREADY_DELIVERED
+                elif delivery.status != DeliveryStatus.FAILED:
+                    skip_reason = SkipReason.NO_LONGER_FAILED
+                elif not delivery.connector.enabled:
+                    skip_reason = SkipReason.CONNECTOR_DISABLED
+                if skip_reason:
+                    record = execution_skip(
+                        delivery=delivery,
+                        decision=decision,
+                        actor=self.actor,
+                        reason=skip_reason,
+                        worker_run_pk=run.pk,
+                        now=now,
+                    )
+                    skipped.append(
+                        RetryResult(
+                            _decision_public(decision), execution=record, skipped=skip_reason
+                        )
+                    )
+                    continue
+                decision.status = DecisionStatus.IN_FLIGHT
+                decision.claimed_by_run = run
+                decision.save(update_fields=["status", "claimed_by_run"])
+                claims.append(
+                    attempt_claim(
+                        delivery=delivery,
+                        owner=run.run_id,
+                        trigger=ExecutionTrigger.RETRY,
+                        now=now,
+                        decision_pk=decision.pk,
+                        worker_run_pk=run.pk,
+                    )
+                )
+        return claims, skipped
+
+    def _run_live(self, plan, plan_public, plan_evidence) -> WorkerOutcome:
+        now = timezone.now()
+        with transaction.atomic(durable=True):
+            run = self._create_run(plan, now, dry_run=False)
+        claims, results = self._claim(plan, run)
+        claimed = {c.decision_pk: c for c in claims}
+        decisions = {
+            d.pk: d
+            for d in RetryDecision.objects.select_related("plan", "delivery__alert__health").filter(
+                pk__in=list(claimed)
+            )
+        }
+        for claim in claims:
+            outcome = attempt_send(claim, timeout_seconds=self.options.timeout_seconds)
+            record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
+            results.append(
+                RetryResult(
+                    _decision_public(decisions[claim.decision_pk]),
+                    execution=record,
+                    skipped="" if record else "lease_lost",
+                )
+            )
+        statuses = [r.execution.execution_status for r in results if r.execution]
+        delivered = statuses.count(ExecutionStatus.DELIVERED)
+        failed = statuses.count(ExecutionStatus.FAILED)
+        skipped = len(results) - delivered - failed
+        summary = {
+            "retryable_count": plan.retryable_count,
+            "waiting_retry_count": plan.waiting_count,
+            "suppressed_retry_count": plan.suppressed_count,
+            "selected_retry_count": len(results),
+            "delivered_count": delivered,
+            "failed_count": failed,
+            "skipped_count": skipped,
+        }
+        with transaction.atomic(durable=True):
+            run = WorkerRun.objects.select_for_update().get(pk=run.pk)
+            evidence = self._finish_run(
+                run,
+                status=_run_status(delivered, failed, skipped, len(results)),
+                summary=summary,
+                selected=[r.decision for r in results],
+            )
+        return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
+
+
+def worker_run_serialize(run: WorkerRun) -> dict:
+    return {
+        "run_id": run.run_id,
+        "dry_run": run.dry_run,
+        "status": run.status,
+        "started_at": isoformat(run.started_at),
+        "finished_at": isoformat(run.finished_at),
+        "started_by": run.started_by.get_username(),
+        "retry_plan_id": run.retry_plan.retry_plan_id if run.retry_plan_id else None,
+        "parameters": run.parameters,
+        "schedule": run.schedule,
+        "summary": run.summary,
+        "selected_retries": run.selected_retries,
+    }
+
+
+def worker_run_execute(*, actor, options: WorkerOptions) -> WorkerOutcome:
+    """The use case behind POST retry-worker-run and `manage.py run_retry_worker`."""
+    return Worker(actor=actor, options=options).run()
