@@ -1,5 +1,7 @@
 """Strict input fields: JSON types are checked, never coerced ("3" is not an integer)."""
 
+from datetime import UTC
+
 from rest_framework import serializers
 
 
@@ -33,6 +35,25 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("not_a_string")
         return super().to_internal_value(data)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 timestamp that must carry its zone; stored in UTC."""
+
+    default_error_messages = {"naive": "Give a time zone (Z or +hh:mm)."}
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        parsed = super().to_internal_value(value)
+        if not _has_zone(value):
+            self.fail("naive")
+        return parsed.astimezone(UTC)
+
+
+def _has_zone(raw: str) -> bool:
+    time_part = raw.strip().partition("T")[2] or raw.strip()[10:]
+    return time_part.endswith(("Z", "z")) or "+" in time_part or "-" in time_part
 
 
 class StrictSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from closure.api.fields import (
+    AwareDateTimeField,
     StrictBooleanField,
     StrictCharField,
     StrictFloatField,
@@ -43,7 +44,7 @@ class DeliveryEventInputSerializer(StrictSerializer):
     event_id = StrictCharField(max_length=128)
     kind = serializers.ChoiceField(choices=EventKind.choices)
     status = serializers.ChoiceField(choices=EventStatus.choices)
-    occurred_at = serializers.DateTimeField()
+    occurred_at = AwareDateTimeField()
     provider = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
     run_id = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
     executive_report_id = StrictCharField(
@@ -51,12 +52,6 @@ class DeliveryEventInputSerializer(StrictSerializer):
     )
     schedule_enabled = StrictBooleanField(required=False, allow_null=True, default=None)
     details = serializers.DictField(required=False, default=dict)
-
-    def validate_occurred_at(self, value):
-        raw = self.initial_data.get("occurred_at") if isinstance(self.initial_data, dict) else None
-        if isinstance(raw, str) and not _has_zone(raw):
-            raise serializers.ValidationError("Give a time zone (Z or ±hh:mm).")
-        return value.astimezone(timezone.UTC)
 
     def validate_details(self, value):
         if len(canonical_json(value)) > MAX_DETAILS_BYTES:
@@ -70,11 +65,6 @@ class DeliveryEventInputSerializer(StrictSerializer):
                 {"status": [f"A {attrs['kind']} event is one of: {', '.join(sorted(allowed))}."]}
             )
         return attrs
-
-
-def _has_zone(raw: str) -> bool:
-    tail = raw.strip()[10:]
-    return tail.endswith(("Z", "z")) or "+" in tail or "-" in tail
 
 
 class DeliveryEventBatchInputSerializer(StrictSerializer):

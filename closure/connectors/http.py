@@ -181,7 +181,9 @@ def post(
     deadline = started + total_timeout
     try:
         conn.connect()
-        conn.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        # http.client may drop conn.sock once the response owns the stream; keep our handle.
+        sock = conn.sock
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
         conn.request("POST", path, body=body, headers={"User-Agent": USER_AGENT, **headers})
         response = conn.getresponse()
         chunks: list[bytes] = []
@@ -190,7 +192,10 @@ def post(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded("response exceeded the total deadline")
-            conn.sock.settimeout(remaining)
+            if response.isclosed():
+                break
+            if sock.fileno() >= 0:
+                sock.settimeout(remaining)
             chunk = response.read1(MAX_BODY_BYTES - received)
             if not chunk:
                 break
