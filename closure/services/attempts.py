@@ -74,7 +74,11 @@ def attempt_send(claim: ClaimedAttempt, *, timeout_seconds: float) -> SendOutcom
     message = AlertMessage(
         delivery_id=delivery.delivery_id,
         attempt_number=claim.attempt_number,
-        payload={**delivery.alert.payload, "delivery_id": delivery.delivery_id},
+        payload={
+            **delivery.alert.payload,
+            "delivery_id": delivery.delivery_id,
+            "attempt_number": claim.attempt_number,
+        },
     )
     return send_alert(delivery.connector, message=message, timeout_seconds=timeout_seconds)
 

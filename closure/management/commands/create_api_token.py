@@ -1,0 +1,24 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from closure.models import ApiToken
+
+
+class Command(BaseCommand):
+    help = "Issue an API token for a user; the raw token is printed once and stored as a hash."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--name", default="cli", help="what the token is for")
+        parser.add_argument("--days", type=int, default=None, help="lifetime in days")
+
+    def handle(self, *args, username, name, days, **options):
+        try:
+            user = get_user_model().objects.get(username=username)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"no user named {username!r}") from None
+        if days is not None and days < 1:
+            raise CommandError("--days must be at least 1")
+        token, raw = ApiToken.issue(user=user, name=name, days=days)
+        self.stdout.write(raw)
+        self.stderr.write(f"token {token.token_prefix}… expires {token.expires_at.isoformat()}")
