@@ -3,7 +3,8 @@
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, Window
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from closure.choices import (
@@ -37,11 +38,10 @@ R = f"{B}/recovery-executive-report"
 A = f"{R}/delivery-retry-health-alerts"
 
 
-def _refs_with_total(queryset, id_field: str) -> tuple[int, list[str], list[dict]]:
-    """Up to MAX_REFS public IDs plus the total count, in one query (a window count)."""
+def _refs_with_total(queryset) -> tuple[int, list]:
+    """Up to MAX_REFS rows plus the total count, in one query (a window count)."""
     rows = list(queryset.annotate(total=Window(expression=Count("pk")))[:MAX_REFS])
-    total = rows[0].total if rows else 0
-    return total, [getattr(row, id_field) for row in rows], rows
+    return (rows[0].total if rows else 0), rows
 
 
 def unacknowledged_deliveries():
@@ -109,38 +109,62 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
             )
         )
 
-    # 2-3. Failed (or abandoned first attempts) and exhausted deliveries.
+    # 2. Deliveries by status in one aggregate, including failed first attempts whose
+    # process died (pending with an expired lease) and delivered-but-unacknowledged ones.
     lease_expired = Q(leased_until__isnull=True) | Q(leased_until__lte=now)
-    failed_total, failed_refs, _ = _refs_with_total(
-        AlertDelivery.objects.filter(
-            Q(status=DeliveryStatus.FAILED) | (Q(status=DeliveryStatus.PENDING) & lease_expired)
-        ).order_by("created_at", "id"),
-        "delivery_id",
+    stuck = Q(status=DeliveryStatus.PENDING) & lease_expired
+    delivery_counts = AlertDelivery.objects.aggregate(
+        **{status: Count("pk", filter=Q(status=status)) for status in DeliveryStatus.values},
+        failed_open=Count("pk", filter=Q(status=DeliveryStatus.FAILED) | stuck),
+        unacknowledged=Count("pk", filter=Q(pk__in=unacknowledged_deliveries().values("pk"))),
     )
+    failed_total = delivery_counts.pop("failed_open")
+    exhausted_total = delivery_counts[DeliveryStatus.EXHAUSTED]
+    ack_total = delivery_counts.pop("unacknowledged")
+
+    # 3. Up to MAX_REFS public IDs of each open delivery group, oldest first, in one query.
+    failed_refs: list[str] = []
+    exhausted_refs: list[str] = []
+    if failed_total or exhausted_total:
+        group = Case(
+            When(status=DeliveryStatus.EXHAUSTED, then=Value("exhausted")),
+            default=Value("failed"),
+        )
+        ranked = (
+            AlertDelivery.objects.filter(
+                Q(status__in=[DeliveryStatus.FAILED, DeliveryStatus.EXHAUSTED]) | stuck
+            )
+            .annotate(
+                group=group,
+                rank=Window(RowNumber(), partition_by=[group], order_by=[F("created_at"), F("id")]),
+            )
+            .filter(rank__lte=MAX_REFS)
+            .order_by("created_at", "id")
+            .values_list("group", "delivery_id")
+        )
+        for group_name, delivery_id in ranked:
+            (exhausted_refs if group_name == "exhausted" else failed_refs).append(delivery_id)
     if failed_total:
         risks.append(
             _risk(
                 "executive_retry_health_alert_delivery_failed",
                 Severity.CRITICAL,
                 failed_total,
-                f"{failed_total} alert deliveries failed and are not yet delivered, "
-                f"acknowledged or waived.",
+                f"{failed_total} alert {_deliveries(failed_total)} failed and are not yet "
+                f"delivered, acknowledged or waived.",
                 failed_refs,
                 f"Plan retries (POST {A}/retry-plan) and run the worker live "
                 f"(POST {A}/retry-worker-run with execute=true), or acknowledge the alert.",
             )
         )
-    exhausted_total, exhausted_refs, _ = _refs_with_total(
-        AlertDelivery.objects.filter(status=DeliveryStatus.EXHAUSTED).order_by("created_at", "id"),
-        "delivery_id",
-    )
     if exhausted_total:
         risks.append(
             _risk(
                 "executive_retry_health_alert_delivery_exhausted",
                 Severity.CRITICAL,
                 exhausted_total,
-                f"{exhausted_total} alert deliveries used up their retry attempts.",
+                f"{exhausted_total} alert {_deliveries(exhausted_total)} used up their retry "
+                f"attempts.",
                 exhausted_refs,
                 f"Retry by hand (POST {A}/deliveries/{{delivery_id}}/retry) or waive with a "
                 f"reason (POST {A}/deliveries/{{delivery_id}}/waive).",
@@ -149,15 +173,14 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
 
     # 4. Retry decisions due for longer than the grace period and not executed.
     grace = timedelta(minutes=settings.CAVRA_RETRY_OVERDUE_GRACE_MINUTES)
-    overdue_total, _, overdue_rows = _refs_with_total(
+    overdue_total, overdue_rows = _refs_with_total(
         RetryDecision.objects.filter(
             status=DecisionStatus.PENDING,
             action=DecisionAction.RETRY,
             next_retry_at__lt=now - grace,
         )
         .select_related("delivery")
-        .order_by("next_retry_at", "id"),
-        "pk",
+        .order_by("next_retry_at", "id")
     )
     if overdue_total:
         risks.append(
@@ -194,12 +217,15 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
         )
 
     # 6. Delivered alerts not yet acknowledged (or resolved) on their connector.
-    ack_total, ack_refs, ack_rows = _refs_with_total(
-        unacknowledged_deliveries().order_by("delivered_at", "id"), "delivery_id"
-    )
     if ack_total:
+        ack_rows = list(
+            unacknowledged_deliveries()
+            .order_by("delivered_at", "id")
+            .values("delivery_id", "delivered_at")[:MAX_REFS]
+        )
+        ack_refs = [row["delivery_id"] for row in ack_rows]
         sla = settings.CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES
-        oldest = ack_rows[0].delivered_at
+        oldest = ack_rows[0]["delivered_at"]
         breached = oldest < now - timedelta(minutes=sla)
         risks.append(
             _risk(
@@ -213,7 +239,7 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
             )
         )
 
-    summary = closure_summary()
+    summary = closure_summary(delivery_counts)
     if not risks:
         closure_state, level = "closed", AlertLevel.HEALTHY
     elif all(r["severity"] == Severity.WARNING for r in risks):
@@ -247,18 +273,21 @@ def _counts_by(queryset, field: str, choices) -> dict:
     return counts
 
 
-def closure_summary() -> dict:
-    """Counts of plans, runs, executions, deliveries and acknowledgements (five queries)."""
+def closure_summary(delivery_counts: dict) -> dict:
+    """Counts of plans, live runs and executions by status, deliveries, acknowledgements."""
     return {
-        "health_reports": HealthReport.objects.count(),
         "retry_plans": RetryPlan.objects.count(),
         "worker_runs": _counts_by(
             WorkerRun.objects.filter(dry_run=False), "status", WorkerRunStatus
         ),
         "executions": _counts_by(ExecutionRecord.objects, "execution_status", ExecutionStatus),
-        "deliveries": _counts_by(AlertDelivery.objects, "status", DeliveryStatus),
+        "deliveries": delivery_counts,
         "acknowledgements": Acknowledgement.objects.count(),
     }
+
+
+def _deliveries(count: int) -> str:
+    return "delivery" if count == 1 else "deliveries"
 
 
 def alert_dashboard() -> dict:

@@ -7,7 +7,9 @@ outcome through the attempt service. The API and `manage.py run_retry_worker` bo
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -34,6 +36,7 @@ from closure.services.attempts import (
     ClaimedAttempt,
     attempt_claim,
     attempt_record,
+    attempt_renew,
     attempt_send,
     execution_skip,
 )
@@ -142,6 +145,8 @@ class Worker:
     # -- run ------------------------------------------------------------------------------
 
     def run(self) -> WorkerOutcome:
+        if self.options.execute:
+            worker_runs_reap(actor=self.actor)
         plan, plan_public, plan_evidence = self._plan()
         if self.options.execute:
             return self._run_live(plan, plan_public, plan_evidence)
@@ -310,6 +315,14 @@ class Worker:
             )
         }
         for claim in claims:
+            WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+            if not attempt_renew(claim):
+                results.append(
+                    RetryResult(
+                        _decision_public(decisions[claim.decision_pk]), skipped="lease_lost"
+                    )
+                )
+                continue
             outcome = attempt_send(claim, timeout_seconds=self.options.timeout_seconds)
             record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
             results.append(
@@ -341,6 +354,45 @@ class Worker:
                 selected=[r.decision for r in results],
             )
         return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
+
+
+def worker_runs_reap(*, actor, now=None) -> list[str]:
+    """Mark live runs whose heartbeat is older than the attempt lease as `abandoned`.
+
+    Their in-flight decisions whose delivery lease has expired go back to `pending`, so the
+    next run claims them again. Each abandoned run gets its evidence row.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.CAVRA_ATTEMPT_LEASE_SECONDS)
+    reaped = []
+    with transaction.atomic(durable=True):
+        stale_runs = list(
+            WorkerRun.objects.select_for_update(skip_locked=True)
+            .select_related("started_by", "retry_plan")
+            .filter(status=WorkerRunStatus.RUNNING, dry_run=False, heartbeat_at__lt=stale_before)
+            .order_by("pk")
+        )
+        for run in stale_runs:
+            released = RetryDecision.objects.filter(
+                claimed_by_run=run, status=DecisionStatus.IN_FLIGHT
+            ).exclude(delivery__leased_until__gt=now)
+            released_count = released.update(status=DecisionStatus.PENDING, claimed_by_run=None)
+            run.status = WorkerRunStatus.ABANDONED
+            run.finished_at = max(now, run.started_at)
+            run.summary = {**run.summary, "released_decision_count": released_count}
+            run.save(update_fields=["status", "finished_at", "summary"])
+            evidence_append(
+                kind=MetadataKind.WORKER_RUN,
+                session_id=run.run_id,
+                signer=signer_of(actor),
+                subject=worker_run_serialize(run),
+                filters=EvidenceFilters(dry_run=False),
+                decision_count=released_count,
+                blocked_count=released_count,
+                now=now,
+            )
+            reaped.append(run.run_id)
+    return reaped
 
 
 def worker_run_serialize(run: WorkerRun) -> dict:

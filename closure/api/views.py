@@ -4,11 +4,14 @@ Authentication is DRF's (bearer token or session); the console's login redirect 
 here, so every view is marked login-not-required for the middleware and guarded by DRF instead.
 """
 
+import json
+
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Prefetch
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -57,6 +60,12 @@ from closure.services.health import (
     health_report_build,
     health_report_serialize,
 )
+from closure.services.idempotency import (
+    StoredResponse,
+    idempotency_begin,
+    idempotency_complete,
+    request_fingerprint,
+)
 from closure.services.retries import RetryPolicy, retry_plan_create
 from closure.worker import WorkerOptions, worker_run_execute, worker_run_serialize
 
@@ -67,8 +76,51 @@ class ApiLoginMixin:
         return login_not_required(super().as_view(*args, **kwargs))
 
 
+class IdempotentReplay(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
 class ActionView(ApiLoginMixin, APIView):
-    """An action endpoint: one input serializer, one service."""
+    """An action endpoint: one input serializer, one service.
+
+    POSTs honour an `Idempotency-Key` header: a replay returns the stored response with
+    `Idempotent-Replayed: true` and runs nothing.
+    """
+
+    idempotency_record = None
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or key is None:
+            return
+        fingerprint = request_fingerprint(
+            method=request.method, path=request.path, body=request.data
+        )
+        begun = idempotency_begin(user=request.user, key=key, fingerprint=fingerprint)
+        if isinstance(begun, StoredResponse):
+            response = Response(begun.body, status=begun.status, content_type=begun.content_type)
+            response["Idempotent-Replayed"] = "true"
+            raise IdempotentReplay(response)
+        self.idempotency_record = begun
+
+    def handle_exception(self, exc):
+        if isinstance(exc, IdempotentReplay):
+            return exc.response
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if self.idempotency_record is not None:
+            record, self.idempotency_record = self.idempotency_record, None
+            idempotency_complete(
+                record=record,
+                status=response.status_code,
+                body=json.loads(JSONRenderer().render(response.data)),
+                content_type=response.content_type or "application/json",
+            )
+        return response
 
     def validated(self, serializer_class, data=None):
         serializer = serializer_class(data=self.request.data if data is None else data)

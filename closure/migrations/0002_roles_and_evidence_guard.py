@@ -32,7 +32,8 @@ def create_roles(apps, schema_editor):
 
 def add_guard(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARD_SQL)
+        # No params: the PL/pgSQL body contains a literal % that psycopg would take for one.
+        schema_editor.execute(GUARD_SQL, params=None)
 
 
 def remove_guard(apps, schema_editor):

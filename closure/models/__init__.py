@@ -5,6 +5,7 @@ from closure.models.alerts import Acknowledgement, AlertDelivery, HealthAlert
 from closure.models.connectors import Connector
 from closure.models.events import DeliveryEvent, HealthReport
 from closure.models.evidence import Evidence, EvidenceImmutableError
+from closure.models.idempotency import IdempotencyRecord
 from closure.models.retries import RetryDecision, RetryPlan
 from closure.models.runs import ExecutionRecord, WorkerRun
 
@@ -19,6 +20,7 @@ __all__ = [
     "ExecutionRecord",
     "HealthAlert",
     "HealthReport",
+    "IdempotencyRecord",
     "RetryDecision",
     "RetryPlan",
     "WorkerRun",

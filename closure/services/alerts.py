@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from closure.choices import (
     CLOSING_ACK_STATES,
+    OPEN_DECISION_STATUSES,
     RECOVERABLE_DELIVERY_STATUSES,
     TERMINAL_DELIVERY_STATUSES,
     DecisionStatus,
@@ -204,9 +205,13 @@ def health_alert_send(
 
 
 def _close_open_decisions(delivery_pks: list[int], now) -> int:
-    """Supersede pending decisions of deliveries that no longer need a retry."""
+    """Supersede the open decisions of deliveries that no longer need them.
+
+    Callers have checked that no attempt holds these deliveries' leases, so an `in_flight`
+    decision among them belongs to an attempt that died.
+    """
     return RetryDecision.objects.filter(
-        delivery_id__in=delivery_pks, status=DecisionStatus.PENDING
+        delivery_id__in=delivery_pks, status__in=OPEN_DECISION_STATUSES
     ).update(status=DecisionStatus.SUPERSEDED, closed_at=now)
 
 
@@ -255,12 +260,12 @@ def acknowledgement_create(
                 .exclude(status__in=TERMINAL_DELIVERY_STATUSES)
                 .order_by("pk")
             )
-            for delivery in open_deliveries:
-                if delivery.lease_is_held(now):
-                    continue  # the attempt in flight records its own outcome
+            suppressed = [d for d in open_deliveries if not d.lease_is_held(now)]
+            # A delivery with an attempt in flight records that attempt's outcome itself.
+            for delivery in suppressed:
                 delivery.suppress(reason=SuppressionReason.ACKNOWLEDGED, note="", now=now)
                 suppressed_ids.append(delivery.delivery_id)
-            _close_open_decisions([d.pk for d in open_deliveries], now)
+            _close_open_decisions([d.pk for d in suppressed], now)
         evidence_append(
             kind=MetadataKind.ALERT_ACK,
             session_id=ack.ack_id,

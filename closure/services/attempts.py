@@ -68,6 +68,14 @@ def attempt_claim(
     )
 
 
+def attempt_renew(claim: ClaimedAttempt) -> bool:
+    """Extend a claimed lease just before sending; False if it was lost (do not send)."""
+    renewed = AlertDelivery.objects.filter(
+        pk=claim.delivery_pk, lease_version=claim.lease_version
+    ).update(leased_until=lease_until(timezone.now()))
+    return renewed == 1
+
+
 def attempt_send(claim: ClaimedAttempt, *, timeout_seconds: float) -> SendOutcome:
     """Call the connector. Runs outside every transaction and holds no lock."""
     delivery = AlertDelivery.objects.select_related("connector", "alert").get(pk=claim.delivery_pk)
