@@ -255,6 +255,7 @@ def acknowledgement_create(
         )
         suppressed_ids: list[str] = []
         if state in CLOSING_ACK_STATES:
+            lock_pending_decisions(delivery_qs.values("pk"))
             open_deliveries = list(
                 delivery_qs.select_for_update()
                 .exclude(status__in=TERMINAL_DELIVERY_STATUSES)
@@ -287,15 +288,31 @@ def acknowledgement_create(
     return ack
 
 
+def lock_pending_decisions(delivery_pks) -> None:
+    """Lock the pending decisions of these deliveries, before the deliveries themselves.
+
+    Lock order everywhere: pending decisions, then deliveries (in primary-key order), then an
+    in-flight decision only while holding its delivery. The worker's claim follows the same
+    order, so planners, operators and workers never wait on each other in a cycle.
+    """
+    list(
+        RetryDecision.objects.select_for_update()
+        .filter(delivery_id__in=delivery_pks, status=DecisionStatus.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def _delivery_locked(delivery_id: str) -> AlertDelivery:
-    try:
-        return (
-            AlertDelivery.objects.select_for_update()
-            .select_related("alert__health", "connector")
-            .get(delivery_id=delivery_id)
-        )
-    except AlertDelivery.DoesNotExist:
-        raise NotFound(f"delivery {delivery_id!r} does not exist") from None
+    pk = AlertDelivery.objects.filter(delivery_id=delivery_id).values_list("pk", flat=True).first()
+    if pk is None:
+        raise NotFound(f"delivery {delivery_id!r} does not exist")
+    lock_pending_decisions([pk])
+    return (
+        AlertDelivery.objects.select_for_update()
+        .select_related("alert__health", "connector")
+        .get(pk=pk)
+    )
 
 
 def _require_recoverable(delivery: AlertDelivery, action: str, now) -> None:

@@ -26,6 +26,7 @@ from closure.models import (
     RetryDecision,
     RetryPlan,
 )
+from closure.services.alerts import lock_pending_decisions
 from closure.services.common import signer_of
 
 BATCH_SIZE = 1000
@@ -232,6 +233,17 @@ def _apply_suppression(planned: PlannedDecision, now: datetime) -> None:
         delivery.suppress(reason=SuppressionReason.CONNECTOR_DISABLED, note="", now=now)
 
 
+def _unchanged(delivery: AlertDelivery, current: dict, busy: set[int], now: datetime) -> bool:
+    """True when the locked row still matches what the plan was computed from."""
+    leased = current["leased_until"] is not None and current["leased_until"] > now
+    return (
+        delivery.pk not in busy
+        and not leased
+        and current["status"] == delivery.status
+        and current["attempt_count"] == delivery.attempt_count
+    )
+
+
 def retry_plan_create(
     *, actor, policy: RetryPolicy, providers: list[str] | None = None, health_id: str = ""
 ) -> tuple[RetryPlan, dict]:
@@ -245,15 +257,24 @@ def retry_plan_create(
         planned = retry_plan_compute(
             policy=policy, providers=providers, health_id=health_id, now=now
         )
-        # Lock the deliveries the plan decides on, in primary-key order, so that concurrent
-        # planners and workers never deadlock; then re-read nothing: `_candidates` already
-        # excluded deliveries with an attempt in flight.
-        list(
-            AlertDelivery.objects.select_for_update()
-            .filter(pk__in=[p.delivery.pk for p in planned])
+        # Lock pending decisions, then the deliveries (the order every writer uses), then
+        # drop any delivery that changed since it was read: an attempt claimed it, or its
+        # status moved on. What is left is planned on locked, current rows.
+        candidate_pks = [p.delivery.pk for p in planned]
+        lock_pending_decisions(candidate_pks)
+        current = {
+            row["pk"]: row
+            for row in AlertDelivery.objects.select_for_update()
+            .filter(pk__in=candidate_pks)
             .order_by("pk")
-            .values_list("pk", flat=True)
+            .values("pk", "status", "leased_until", "attempt_count")
+        }
+        busy = set(
+            RetryDecision.objects.filter(
+                delivery_id__in=candidate_pks, status=DecisionStatus.IN_FLIGHT
+            ).values_list("delivery_id", flat=True)
         )
+        planned = [p for p in planned if _unchanged(p.delivery, current[p.delivery.pk], busy, now)]
         counts = dict.fromkeys(DecisionAction.values, 0)
         for p in planned:
             counts[p.action] += 1
