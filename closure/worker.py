@@ -6,7 +6,7 @@ outcome through the attempt service. The API and `manage.py run_retry_worker` bo
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -42,7 +42,12 @@ from closure.services.attempts import (
 )
 from closure.services.common import signer_of
 from closure.services.errors import NotFound
-from closure.services.retries import RetryPolicy, retry_plan_compute, retry_plan_create
+from closure.services.retries import (
+    RetryPolicy,
+    retry_plan_compute,
+    retry_plan_create,
+    retry_scope_validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +150,8 @@ class Worker:
     # -- run ------------------------------------------------------------------------------
 
     def run(self) -> WorkerOutcome:
+        providers = retry_scope_validate(providers=list(self.options.providers), health_id="")
+        self.options = replace(self.options, providers=tuple(providers))
         if self.options.execute:
             worker_runs_reap(actor=self.actor)
         plan, plan_public, plan_evidence = self._plan()
@@ -366,8 +373,10 @@ def worker_runs_reap(*, actor, now=None) -> list[str]:
     stale_before = now - timedelta(seconds=settings.CAVRA_ATTEMPT_LEASE_SECONDS)
     reaped = []
     with transaction.atomic(durable=True):
+        # Lock only the run rows: PostgreSQL refuses FOR UPDATE on the nullable side of the
+        # outer join that select_related("retry_plan") adds.
         stale_runs = list(
-            WorkerRun.objects.select_for_update(skip_locked=True)
+            WorkerRun.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("started_by", "retry_plan")
             .filter(status=WorkerRunStatus.RUNNING, dry_run=False, heartbeat_at__lt=stale_before)
             .order_by("pk")

@@ -45,9 +45,7 @@ def test_idempotency_key_in_progress_is_409(api, operator):
     # given a request with this key that has not finished
     from closure.services.idempotency import idempotency_begin, request_fingerprint
 
-    fingerprint = request_fingerprint(
-        method="POST", path=f"{R}/delivery-retry-health", body={}
-    )
+    fingerprint = request_fingerprint(method="POST", path=f"{R}/delivery-retry-health", body={})
     idempotency_begin(user=operator, key="k-3", fingerprint=fingerprint)
 
     response = api.post(f"{R}/delivery-retry-health", {}, format="json", HTTP_IDEMPOTENCY_KEY="k-3")

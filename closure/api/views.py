@@ -514,7 +514,7 @@ class EvidenceViewSet(ResourceViewSet):
     lookup_field = "sequence"
 
     @action(detail=False, methods=["get"])
-    def verify(self, request):
+    def verify(self, request, format=None):
         result = evidence_verify()
         return Response(
             {

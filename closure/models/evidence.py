@@ -35,7 +35,9 @@ class Evidence(models.Model):
     signer = models.CharField(max_length=150)
     # Flattened filter fields (also inside `payload`).
     health_id = models.CharField(max_length=64, blank=True, default="")
-    provider = models.CharField(max_length=200, blank=True, default="")
+    # A comma list when the change concerns several connectors (an alert sent to `all`, a plan
+    # or run filtered on many): unbounded, like the provider filter it records.
+    provider = models.TextField(blank=True, default="")
     execution_status = models.CharField(max_length=16, blank=True, default="")
     dry_run = models.BooleanField(null=True, blank=True)
     decision_count = models.PositiveIntegerField(default=0)

@@ -22,12 +22,15 @@ from closure.evidence import EvidenceFilters, evidence_append, isoformat
 from closure.models import (
     Acknowledgement,
     AlertDelivery,
+    Connector,
     ExecutionRecord,
+    HealthReport,
     RetryDecision,
     RetryPlan,
 )
 from closure.services.alerts import lock_pending_decisions
 from closure.services.common import signer_of
+from closure.services.errors import InvalidInput, NotFound
 
 BATCH_SIZE = 1000
 
@@ -244,6 +247,31 @@ def _unchanged(delivery: AlertDelivery, current: dict, busy: set[int], now: date
     )
 
 
+def retry_scope_validate(*, providers: list[str], health_id: str) -> list[str]:
+    """Check the optional filters of a plan or a worker run; return the provider names.
+
+    No name, or `all`, means every connector. A name that is neither a connector nor the
+    provider of a delivery, or a health_id that names no report, is an error: a typo must not
+    yield an empty plan that looks `healthy`.
+    """
+    if health_id and not HealthReport.objects.filter(health_id=health_id).exists():
+        raise NotFound(f"health report {health_id!r} does not exist")
+    if not providers or providers == ["all"]:
+        return []
+    known = set(Connector.objects.filter(name__in=providers).values_list("name", flat=True))
+    known.update(
+        AlertDelivery.objects.filter(provider__in=providers).values_list("provider", flat=True)
+    )
+    unknown = [name for name in providers if name not in known]
+    if unknown:
+        raise InvalidInput(
+            f"unknown provider: {', '.join(unknown)}",
+            code="unknown_provider",
+            errors={"provider": [f"Unknown connector: {name}." for name in unknown]},
+        )
+    return list(dict.fromkeys(providers))
+
+
 def retry_plan_create(
     *, actor, policy: RetryPolicy, providers: list[str] | None = None, health_id: str = ""
 ) -> tuple[RetryPlan, dict]:
@@ -251,7 +279,7 @@ def retry_plan_create(
 
     Returns the plan and its public representation (with the decisions).
     """
-    providers = providers or []
+    providers = retry_scope_validate(providers=providers or [], health_id=health_id)
     now = timezone.now()
     with transaction.atomic(durable=True):
         planned = retry_plan_compute(
