@@ -150,8 +150,9 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
                 "executive_retry_health_alert_delivery_failed",
                 Severity.CRITICAL,
                 failed_total,
-                f"{failed_total} alert {_deliveries(failed_total)} failed and are not yet "
-                f"delivered, acknowledged or waived.",
+                f"{_count(failed_total, 'alert delivery', 'alert deliveries')} failed and "
+                f"{'is' if failed_total == 1 else 'are'} not yet delivered, acknowledged or "
+                f"waived.",
                 failed_refs,
                 f"Plan retries (POST {A}/retry-plan) and run the worker live "
                 f"(POST {A}/retry-worker-run with execute=true), or acknowledge the alert.",
@@ -163,8 +164,8 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
                 "executive_retry_health_alert_delivery_exhausted",
                 Severity.CRITICAL,
                 exhausted_total,
-                f"{exhausted_total} alert {_deliveries(exhausted_total)} used up their retry "
-                f"attempts.",
+                f"{_count(exhausted_total, 'alert delivery', 'alert deliveries')} used up "
+                f"the retry attempts.",
                 exhausted_refs,
                 f"Retry by hand (POST {A}/deliveries/{{delivery_id}}/retry) or waive with a "
                 f"reason (POST {A}/deliveries/{{delivery_id}}/waive).",
@@ -188,7 +189,8 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
                 "executive_retry_health_alert_retry_overdue",
                 Severity.WARNING,
                 overdue_total,
-                f"{overdue_total} retry decisions have been due for more than "
+                f"{_count(overdue_total, 'retry decision has', 'retry decisions have')} "
+                f"been due for more than "
                 f"{settings.CAVRA_RETRY_OVERDUE_GRACE_MINUTES} minutes without being executed.",
                 [row.delivery.delivery_id for row in overdue_rows],
                 f"Run the retry worker live: POST {A}/retry-worker-run with execute=true.",
@@ -232,7 +234,8 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
                 "executive_retry_health_alert_acknowledgement_outstanding",
                 Severity.CRITICAL if breached else Severity.WARNING,
                 ack_total,
-                f"{ack_total} delivered alerts await acknowledgement"
+                f"{_count(ack_total, 'delivered alert awaits', 'delivered alerts await')} "
+                f"acknowledgement"
                 + (f"; the oldest for more than {sla} minutes." if breached else "."),
                 ack_refs,
                 f"Record the recipient's acknowledgement: POST {A}/{{health_id}}/acknowledgements.",
@@ -286,8 +289,8 @@ def closure_summary(delivery_counts: dict) -> dict:
     }
 
 
-def _deliveries(count: int) -> str:
-    return "delivery" if count == 1 else "deliveries"
+def _count(count: int, singular: str, plural: str) -> str:
+    return f"{count} {singular if count == 1 else plural}"
 
 
 def alert_dashboard() -> dict:

@@ -243,7 +243,7 @@ def test_closure_delivery_failed_is_closed_by_plan_and_live_run(api, operator, r
             "code": FAILED,
             "severity": "critical",
             "count": 1,
-            "summary": "1 alert delivery failed and are not yet delivered, acknowledged or waived.",
+            "summary": "1 alert delivery failed and is not yet delivered, acknowledged or waived.",
             "refs": [delivery.delivery_id],
             "action": f"Plan retries (POST {A}/retry-plan) and run the worker live "
             f"(POST {A}/retry-worker-run with execute=true), or acknowledge the alert.",
@@ -309,7 +309,7 @@ def _exhausted_risk(delivery_id: str) -> dict:
         "code": EXHAUSTED,
         "severity": "critical",
         "count": 1,
-        "summary": "1 alert delivery used up their retry attempts.",
+        "summary": "1 alert delivery used up the retry attempts.",
         "refs": [delivery_id],
         "action": f"Retry by hand (POST {A}/deliveries/{{delivery_id}}/retry) or waive with a "
         f"reason (POST {A}/deliveries/{{delivery_id}}/waive).",
@@ -409,7 +409,7 @@ def test_closure_retry_overdue_is_closed_by_a_live_run(api, operator, receiver, 
             "code": OVERDUE,
             "severity": "warning",
             "count": 1,
-            "summary": "1 retry decisions have been due for more than 30 minutes without being "
+            "summary": "1 retry decision has been due for more than 30 minutes without being "
             "executed.",
             "refs": [delivery.delivery_id],
             "action": LIVE_RUN_ACTION,
@@ -493,7 +493,7 @@ def test_closure_acknowledgement_outstanding_is_warning_then_critical_then_close
             "code": ACK_OUTSTANDING,
             "severity": "warning",
             "count": 1,
-            "summary": "1 delivered alerts await acknowledgement.",
+            "summary": "1 delivered alert awaits acknowledgement.",
             "refs": [delivery.delivery_id],
             "action": ACK_ACTION,
         }
@@ -508,7 +508,7 @@ def test_closure_acknowledgement_outstanding_is_warning_then_critical_then_close
                 "code": ACK_OUTSTANDING,
                 "severity": "critical",
                 "count": 1,
-                "summary": "1 delivered alerts await acknowledgement; the oldest for more than "
+                "summary": "1 delivered alert awaits acknowledgement; the oldest for more than "
                 "60 minutes.",
                 "refs": [delivery.delivery_id],
                 "action": ACK_ACTION,

@@ -25,7 +25,7 @@ class ApiToken(models.Model):
     # The first characters of the token, so a holder can tell which one it is.
     token_prefix = models.CharField(max_length=16, editable=False)
     token_sha256 = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -41,12 +41,14 @@ class ApiToken(models.Model):
         """Create a token and return it with its raw value (shown to the caller only once)."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         lifetime = timedelta(days=days if days is not None else settings.CAVRA_API_TOKEN_DAYS)
+        now = timezone.now()
         token = cls.objects.create(
+            created_at=now,
             user=user,
             name=name,
             token_prefix=raw[:12],
             token_sha256=hash_token(raw),
-            expires_at=timezone.now() + lifetime,
+            expires_at=now + lifetime,
         )
         return token, raw
 

@@ -5,6 +5,7 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from closure.services.errors import ServiceError
 from closure.services.retries import RetryPolicy
 from closure.worker import WorkerOptions, worker_run_execute, worker_run_serialize
 
@@ -51,7 +52,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         while True:
-            outcome = worker_run_execute(actor=actor, options=worker_options)
+            try:
+                outcome = worker_run_execute(actor=actor, options=worker_options)
+            except ServiceError as exc:
+                raise CommandError(exc.detail) from exc
             run = worker_run_serialize(outcome.run)
             self.stdout.write(
                 json.dumps({"run_id": run["run_id"], "status": run["status"], **run["summary"]})

@@ -1,0 +1,136 @@
+"""Management commands: they parse arguments and call the same services as the API."""
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from closure.choices import MetadataKind
+from closure.models import (
+    AlertDelivery,
+    ApiToken,
+    Evidence,
+    ExecutionRecord,
+    HealthAlert,
+    HealthReport,
+    WorkerRun,
+)
+from closure.models.accounts import hash_token
+from tests.conftest import R
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_api_token_prints_the_raw_token_once_and_stores_its_hash(operator, capsys):
+    call_command("create_api_token", "olivia", "--name", "ci", "--days", "7")
+
+    raw = capsys.readouterr().out.strip()
+    token = ApiToken.objects.get()
+    assert raw.startswith("cavra_")
+    assert token.token_sha256 == hash_token(raw)
+    assert token.name == "ci"
+    assert raw not in token.token_prefix + token.token_sha256
+    assert (token.expires_at - token.created_at).days == 7
+
+
+def test_create_api_token_refuses_an_unknown_user(db):
+    with pytest.raises(CommandError, match="no user named 'ghost'"):
+        call_command("create_api_token", "ghost")
+    assert ApiToken.objects.count() == 0
+
+
+def test_verify_evidence_reports_an_intact_chain(api, capsys):
+    api.post(f"{R}/delivery-retry-health", {}, format="json")
+
+    call_command("verify_evidence")
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is True
+    assert result["count"] == 1
+    assert result["head"] == Evidence.objects.get().chain_hash
+    assert result["first_broken_sequence"] is None
+
+
+def test_verify_evidence_fails_on_a_broken_chain(api, capsys):
+    from django.db import connection
+
+    api.post(f"{R}/delivery-retry-health", {}, format="json")
+    api.post(f"{R}/delivery-retry-health", {}, format="json")
+    if connection.vendor == "postgresql":
+        pytest.skip("the append-only trigger refuses the forgery this test needs")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE closure_evidence SET signer = 'mallory' WHERE sequence = 2")
+        cursor.execute(
+            "UPDATE closure_evidence SET payload = json_set(payload, '$.signer', 'mallory') "
+            "WHERE sequence = 2"
+        )
+
+    with pytest.raises(CommandError, match="evidence chain broken at sequence 2"):
+        call_command("verify_evidence")
+
+
+def test_run_retry_worker_is_a_dry_run_unless_execute(operator, due_retry, receiver, capsys):
+    call_command("run_retry_worker", "--user", "olivia")
+
+    line = json.loads(capsys.readouterr().out)
+    run = WorkerRun.objects.get()
+    assert run.dry_run is True
+    assert line["run_id"] == run.run_id
+    assert line["status"] == "succeeded"
+    assert line["selected_retry_count"] == 1
+    assert len(receiver.log) == 0
+    assert ExecutionRecord.objects.filter(trigger="retry").count() == 0
+
+
+def test_run_retry_worker_execute_delivers_through_the_receiver(
+    operator, due_retry, receiver, capsys
+):
+    receiver.expect_oneshot_request("/hook", method="POST").respond_with_data("ok")
+
+    call_command("run_retry_worker", "--user", "olivia", "--execute")
+
+    line = json.loads(capsys.readouterr().out)
+    assert line["status"] == "succeeded"
+    assert line["delivered_count"] == 1
+    assert len(receiver.log) == 1
+    assert AlertDelivery.objects.get().status == "delivered"
+    assert Evidence.objects.filter(metadata_kind=MetadataKind.WORKER_RUN).count() == 1
+
+
+def test_run_retry_worker_refuses_live_runs_without_execute_retry(planner_only):
+    with pytest.raises(CommandError, match="lacks the execute_retry permission"):
+        call_command("run_retry_worker", "--user", "paula", "--execute")
+    assert WorkerRun.objects.count() == 0
+
+
+def test_run_retry_worker_turns_an_unknown_provider_into_a_command_error(operator):
+    with pytest.raises(CommandError, match="unknown provider: nope"):
+        call_command("run_retry_worker", "--user", "olivia", "--provider", "nope")
+    assert WorkerRun.objects.count() == 0
+
+
+def test_run_demo_loads_the_flow_up_to_a_real_failed_delivery(db, capsys, settings):
+    settings.CAVRA_ALLOW_LOOPBACK_CONNECTORS = True
+
+    call_command("run_demo", "--no-serve", "--receiver-port", "0")
+
+    out = capsys.readouterr().out
+    assert "CAVRA closure demo loaded" in out
+    assert "password cavra-demo-password" in out
+    report = HealthReport.objects.get()
+    assert report.alert_level == "critical"
+    alert = HealthAlert.objects.get()
+    statuses = dict(alert.deliveries.values_list("provider", "status"))
+    assert statuses == {"exec-webhook": "failed", "backup-webhook": "delivered"}
+    failed = ExecutionRecord.objects.get(provider="exec-webhook")
+    assert failed.http_status == 503
+    assert failed.error_class == "http_5xx"
+
+
+def test_api_refuses_form_encoded_bodies(api):
+    response = api.post(f"{R}/delivery-retry-health", {"expected_interval_minutes": "60"})
+
+    assert response.status_code == 415
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "unsupported_media_type"
+    assert HealthReport.objects.count() == 0
