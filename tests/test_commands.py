@@ -52,21 +52,20 @@ def test_verify_evidence_reports_an_intact_chain(api, capsys):
 
 
 def test_verify_evidence_fails_on_a_broken_chain(api, capsys):
-    from django.db import connection
+    import json as jsonlib
 
+    from tests.test_evidence import SET_PAYLOAD, _tamper
+
+    # given two evidence rows, the second altered behind the application's back
     api.post(f"{R}/delivery-retry-health", {}, format="json")
     api.post(f"{R}/delivery-retry-health", {}, format="json")
-    if connection.vendor == "postgresql":
-        pytest.skip("the append-only trigger refuses the forgery this test needs")
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE closure_evidence SET signer = 'mallory' WHERE sequence = 2")
-        cursor.execute(
-            "UPDATE closure_evidence SET payload = json_set(payload, '$.signer', 'mallory') "
-            "WHERE sequence = 2"
-        )
+    forged = {**Evidence.objects.get(sequence=2).payload, "signer": "mallory"}
+    _tamper(SET_PAYLOAD, [jsonlib.dumps(forged), 2])
 
+    # then the command fails and names the sequence
     with pytest.raises(CommandError, match="evidence chain broken at sequence 2"):
         call_command("verify_evidence")
+    assert json.loads(capsys.readouterr().out)["first_broken_sequence"] == 2
 
 
 def test_run_retry_worker_is_a_dry_run_unless_execute(operator, due_retry, receiver, capsys):
