@@ -188,5 +188,8 @@ CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES = env_int("CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES",
 CAVRA_HEALTH_STALE_MINUTES = env_int("CAVRA_HEALTH_STALE_MINUTES", 180)
 # How long a worker may hold a claimed delivery attempt before another worker may take it over.
 CAVRA_ATTEMPT_LEASE_SECONDS = env_int("CAVRA_ATTEMPT_LEASE_SECONDS", 120)
+# Circuit breaker per connector: this many consecutive failed attempts open it for the cool-down.
+CAVRA_CIRCUIT_FAILURE_THRESHOLD = env_int("CAVRA_CIRCUIT_FAILURE_THRESHOLD", 5)
+CAVRA_CIRCUIT_COOLDOWN_SECONDS = env_int("CAVRA_CIRCUIT_COOLDOWN_SECONDS", 300)
 # API tokens expire after this many days unless created with another lifetime.
 CAVRA_API_TOKEN_DAYS = env_int("CAVRA_API_TOKEN_DAYS", 30)

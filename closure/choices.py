@@ -22,6 +22,10 @@ class MetadataKind(models.TextChoices):
         "Retry execution record",
     )
     CONNECTOR_CHANGE = f"{_RECOVERY}-retry-health-alert-connector-change", "Connector change"
+    CONNECTOR_CIRCUIT = (
+        f"{_RECOVERY}-retry-health-alert-connector-circuit",
+        "Connector circuit transition",
+    )
     CLOSURE_REVIEW = f"{METADATA_KIND_PREFIX}-final-reporting-closure-review", "Closure review"
     READINESS_SUMMARY = (
         f"{METADATA_KIND_PREFIX}-final-reporting-release-readiness-summary",
@@ -81,6 +85,10 @@ class ConnectorKind(models.TextChoices):
 class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     DELIVERED = "delivered", "Delivered"
+    # The connector took the message for later processing (a Teams workflow's 202): not proof
+    # that anyone received it. Never retried by the planner; closed by an acknowledgement, a
+    # waiver, or the connector's `accepted_counts_as_delivered`.
+    ACCEPTED = "accepted", "Accepted (not confirmed)"
     FAILED = "failed", "Failed"
     EXHAUSTED = "exhausted", "Exhausted"
     SUPPRESSED = "suppressed", "Suppressed"
@@ -88,7 +96,12 @@ class DeliveryStatus(models.TextChoices):
 
 TERMINAL_DELIVERY_STATUSES = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.SUPPRESSED})
 # Deliveries an operator may waive or retry by hand.
-RECOVERABLE_DELIVERY_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.EXHAUSTED})
+RECOVERABLE_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.FAILED, DeliveryStatus.EXHAUSTED, DeliveryStatus.ACCEPTED}
+)
+# Deliveries an acknowledgement leaves as they are: the connector's own answer stays on record
+# (an accepted delivery that is acknowledged counts as confirmed, see the closure dashboard).
+ACK_KEEPS_DELIVERY_STATUSES = TERMINAL_DELIVERY_STATUSES | {DeliveryStatus.ACCEPTED}
 
 
 class SuppressionReason(models.TextChoices):
@@ -150,6 +163,15 @@ class ExecutionStatus(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    ACCEPTED = "accepted", "Accepted (not confirmed)"
+    # The attempt ran, but its worker had lost the lease: recorded, and it changed nothing.
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half open (one probe allowed)"
 
 
 class ExecutionTrigger(models.TextChoices):

@@ -3,13 +3,25 @@
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, Count, Exists, F, OuterRef, Q, Value, When, Window
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from closure.choices import (
     CLOSING_ACK_STATES,
     AlertLevel,
+    CircuitState,
     DecisionAction,
     DecisionStatus,
     DeliveryStatus,
@@ -21,6 +33,7 @@ from closure.evidence import isoformat
 from closure.models import (
     Acknowledgement,
     AlertDelivery,
+    ConnectorCircuit,
     ExecutionRecord,
     HealthAlert,
     HealthReport,
@@ -242,6 +255,29 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
             )
         )
 
+    # 7. Connector circuits that are open or probing: no retries reach them for now.
+    circuit_total, circuit_rows = _refs_with_total(
+        ConnectorCircuit.objects.exclude(state=CircuitState.CLOSED)
+        .select_related("connector")
+        .order_by("connector__name")
+    )
+    if circuit_total:
+        names = [row.connector.name for row in circuit_rows]
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_connector_circuit_open",
+                Severity.WARNING,
+                circuit_total,
+                f"{_count(circuit_total, 'connector circuit is', 'connector circuits are')} "
+                f"open after repeated failures: {', '.join(names)}. Retries to "
+                f"{'it' if circuit_total == 1 else 'them'} wait for the cool-down, then one "
+                f"probe is sent.",
+                names,
+                "Check the connector's destination and configuration in the admin; the circuit "
+                "closes when its probe delivers.",
+            )
+        )
+
     summary = closure_summary(delivery_counts)
     if not risks:
         closure_state, level = "closed", AlertLevel.HEALTHY
@@ -276,17 +312,45 @@ def _counts_by(queryset, field: str, choices) -> dict:
     return counts
 
 
+def _grouped(queryset, topic: str, field: str | None):
+    """Counts of `queryset` by `field` (or in total), tagged with `topic`, for one UNION."""
+    group = F(field) if field else Value("", output_field=CharField())
+    return (
+        queryset.order_by()
+        .annotate(topic=Value(topic, output_field=CharField()), group=group)
+        .values("topic", "group")
+        .annotate(n=Count("pk"))
+    )
+
+
 def closure_summary(delivery_counts: dict) -> dict:
-    """Counts of plans, live runs and executions by status, deliveries, acknowledgements."""
-    return {
-        "retry_plans": RetryPlan.objects.count(),
-        "worker_runs": _counts_by(
-            WorkerRun.objects.filter(dry_run=False), "status", WorkerRunStatus
-        ),
-        "executions": _counts_by(ExecutionRecord.objects, "execution_status", ExecutionStatus),
+    """Counts of plans, live runs and executions by status, and acknowledgements.
+
+    One query: the four grouped counts are sent as a single UNION ALL.
+    """
+    counts = (
+        _grouped(RetryPlan.objects.all(), "retry_plans", None)
+        .union(
+            _grouped(WorkerRun.objects.filter(dry_run=False), "worker_runs", "status"),
+            _grouped(ExecutionRecord.objects.all(), "executions", "execution_status"),
+            _grouped(Acknowledgement.objects.all(), "acknowledgements", None),
+            all=True,
+        )
+        .order_by()
+    )
+    summary: dict = {
+        "retry_plans": 0,
+        "worker_runs": dict.fromkeys(WorkerRunStatus.values, 0),
+        "executions": dict.fromkeys(ExecutionStatus.values, 0),
         "deliveries": delivery_counts,
-        "acknowledgements": Acknowledgement.objects.count(),
+        "acknowledgements": 0,
     }
+    for row in counts:
+        if row["group"]:
+            summary[row["topic"]][row["group"]] = row["n"]
+        else:
+            summary[row["topic"]] = row["n"]
+    return summary
 
 
 def _count(count: int, singular: str, plural: str) -> str:

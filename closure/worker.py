@@ -1,11 +1,14 @@
 """The retry worker: executes due `retry` decisions, dry run unless told to go live.
 
-Live runs claim due decisions with `SELECT … FOR UPDATE SKIP LOCKED` in a short transaction,
-take each delivery's attempt lease, call connectors outside any transaction, and record each
-outcome through the attempt service. The API and `manage.py run_retry_worker` both use `Worker`.
+Live runs claim due decisions in batches with `SELECT … FOR UPDATE SKIP LOCKED` in a short
+transaction, take each delivery's attempt lease, call connectors outside any transaction, and
+record each outcome through the attempt service (fenced by the lease version). Any number of
+workers can share one PostgreSQL: they coordinate only through these row locks and leases. The
+API's POST retry-worker-run and `manage.py run_retry_worker` both run this `Worker`.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -40,6 +43,7 @@ from closure.services.attempts import (
     attempt_send,
     execution_skip,
 )
+from closure.services.circuits import circuit_admit, circuits_ensure, circuits_locked
 from closure.services.common import signer_of
 from closure.services.errors import NotFound
 from closure.services.retries import (
@@ -58,6 +62,8 @@ class WorkerOptions:
     retry_plan_id: str = ""
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_retry_deliveries: int = 25
+    # How many decisions one claim transaction takes; defaults to max_retry_deliveries.
+    batch_size: int = 0
     providers: tuple[str, ...] = ()
     timeout_seconds: float = 10
     schedule: dict = field(default_factory=dict)
@@ -104,12 +110,30 @@ def _run_status(delivered: int, failed: int, skipped: int, selected: int) -> str
     return WorkerRunStatus.PARTIAL
 
 
-class Worker:
-    """One worker run for one actor with one set of options."""
+def _never() -> bool:
+    return False
 
-    def __init__(self, *, actor, options: WorkerOptions) -> None:
+
+class Worker:
+    """One worker run for one actor with one set of options.
+
+    `on_result` is called after each decision is handled (live counts on a terminal);
+    `should_stop` is polled between attempts (SIGTERM: finish the current attempt, release
+    the rest of the batch, record the run).
+    """
+
+    def __init__(
+        self,
+        *,
+        actor,
+        options: WorkerOptions,
+        on_result: Callable[[RetryResult], None] | None = None,
+        should_stop: Callable[[], bool] = _never,
+    ) -> None:
         self.actor = actor
         self.options = options
+        self.on_result = on_result or (lambda result: None)
+        self.should_stop = should_stop
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -136,13 +160,16 @@ class Worker:
         )
         return plan, public, evidence
 
-    def _due_decisions(self, plan: RetryPlan, now):
+    def _due_decisions(self, now):
+        """Due `retry` decisions: of the named plan, or of any plan when none was named (a
+        newer plan supersedes older pending decisions, so each delivery has at most one)."""
         queryset = RetryDecision.objects.filter(
-            plan=plan,
             status=DecisionStatus.PENDING,
             action=DecisionAction.RETRY,
             next_retry_at__lte=now,
         )
+        if self.options.retry_plan_id:
+            queryset = queryset.filter(plan__retry_plan_id=self.options.retry_plan_id)
         if self.options.providers:
             queryset = queryset.filter(delivery__provider__in=self.options.providers)
         return queryset.order_by("next_retry_at", "id")
@@ -165,7 +192,7 @@ class Worker:
         options = self.options
         if plan is not None:
             due = list(
-                self._due_decisions(plan, now).select_related("plan", "delivery__alert__health")[
+                self._due_decisions(now).select_related("plan", "delivery__alert__health")[
                     : options.max_retry_deliveries
                 ]
             )
@@ -217,10 +244,17 @@ class Worker:
             schedule=options.schedule,
             parameters={
                 "max_retry_deliveries": options.max_retry_deliveries,
+                "batch_size": self._batch_size(),
                 "provider": list(options.providers),
                 "timeout_seconds": options.timeout_seconds,
                 "retry_plan_id": plan.retry_plan_id if plan else None,
             },
+        )
+
+    def _batch_size(self) -> int:
+        return min(
+            self.options.batch_size or self.options.max_retry_deliveries,
+            self.options.max_retry_deliveries,
         )
 
     def _finish_run(
@@ -248,17 +282,22 @@ class Worker:
         )
 
     def _claim(
-        self, plan: RetryPlan, run: WorkerRun
-    ) -> tuple[list[ClaimedAttempt], list[RetryResult]]:
-        """Claim due decisions in one short transaction; skip those whose delivery changed."""
-        claims: list[ClaimedAttempt] = []
+        self, run: WorkerRun, limit: int
+    ) -> tuple[list[tuple[ClaimedAttempt, dict]], list[RetryResult]]:
+        """Claim up to `limit` due decisions in one short transaction.
+
+        Lock order: pending decisions (SKIP LOCKED: another worker's claim is simply passed
+        over), then their deliveries, then the connectors' circuits. A decision whose delivery
+        changed is recorded as skipped; one whose connector's circuit is open stays pending.
+        """
+        claims: list[tuple[ClaimedAttempt, dict]] = []
         skipped: list[RetryResult] = []
         now = timezone.now()
         with transaction.atomic(durable=True):
             decisions = list(
-                self._due_decisions(plan, now)
+                self._due_decisions(now)
                 .select_for_update(skip_locked=True, of=("self",))
-                .select_related("plan")[: self.options.max_retry_deliveries]
+                .select_related("plan")[:limit]
             )
             deliveries = {
                 d.pk: d
@@ -267,6 +306,8 @@ class Worker:
                 .filter(pk__in=[decision.delivery_id for decision in decisions])
                 .order_by("pk")
             }
+            circuits_ensure([d.connector_id for d in deliveries.values()])
+            circuits = circuits_locked([d.connector_id for d in deliveries.values()])
             for decision in decisions:
                 delivery = deliveries[decision.delivery_id]
                 decision.delivery = delivery
@@ -294,55 +335,57 @@ class Worker:
                         )
                     )
                     continue
+                if not circuit_admit(circuits[delivery.connector_id], actor=self.actor, now=now):
+                    continue  # circuit open: the decision waits for the cool-down
                 decision.status = DecisionStatus.IN_FLIGHT
                 decision.claimed_by_run = run
                 decision.save(update_fields=["status", "claimed_by_run"])
-                claims.append(
-                    attempt_claim(
-                        delivery=delivery,
-                        owner=run.run_id,
-                        trigger=ExecutionTrigger.RETRY,
-                        now=now,
-                        decision_pk=decision.pk,
-                        worker_run_pk=run.pk,
-                    )
+                claim = attempt_claim(
+                    delivery=delivery,
+                    owner=run.run_id,
+                    trigger=ExecutionTrigger.RETRY,
+                    now=now,
+                    decision_pk=decision.pk,
+                    worker_run_pk=run.pk,
                 )
+                claims.append((claim, _decision_public(decision)))
         return claims, skipped
 
+    def _attempt(self, run: WorkerRun, claim: ClaimedAttempt, decision: dict) -> RetryResult:
+        WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+        if not attempt_renew(claim):
+            return RetryResult(decision, skipped="lease_lost")
+        outcome = attempt_send(claim, timeout_seconds=self.options.timeout_seconds)
+        record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
+        if record.execution_status == ExecutionStatus.SUPERSEDED:
+            return RetryResult(decision, execution=record, skipped="lease_lost")
+        return RetryResult(decision, execution=record)
+
     def _run_live(self, plan, plan_public, plan_evidence) -> WorkerOutcome:
-        now = timezone.now()
         with transaction.atomic(durable=True):
-            run = self._create_run(plan, now, dry_run=False)
-        claims, results = self._claim(plan, run)
-        claimed = {c.decision_pk: c for c in claims}
-        decisions = {
-            d.pk: d
-            for d in RetryDecision.objects.select_related("plan", "delivery__alert__health").filter(
-                pk__in=list(claimed)
-            )
-        }
-        for claim in claims:
-            WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-            if not attempt_renew(claim):
-                results.append(
-                    RetryResult(
-                        _decision_public(decisions[claim.decision_pk]), skipped="lease_lost"
-                    )
-                )
-                continue
-            outcome = attempt_send(claim, timeout_seconds=self.options.timeout_seconds)
-            record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
-            results.append(
-                RetryResult(
-                    _decision_public(decisions[claim.decision_pk]),
-                    execution=record,
-                    skipped="" if record else "lease_lost",
-                )
-            )
-        statuses = [r.execution.execution_status for r in results if r.execution]
+            run = self._create_run(plan, timezone.now(), dry_run=False)
+        results: list[RetryResult] = []
+        stopped = False
+        while len(results) < self.options.max_retry_deliveries and not stopped:
+            limit = min(self._batch_size(), self.options.max_retry_deliveries - len(results))
+            claims, skipped = self._claim(run, limit)
+            for result in skipped:
+                results.append(result)
+                self.on_result(result)
+            if not claims and not skipped:
+                break
+            for index, (claim, decision) in enumerate(claims):
+                if self.should_stop():
+                    attempts_release([c for c, _ in claims[index:]])
+                    stopped = True
+                    break
+                result = self._attempt(run, claim, decision)
+                results.append(result)
+                self.on_result(result)
+        statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
         delivered = statuses.count(ExecutionStatus.DELIVERED)
         failed = statuses.count(ExecutionStatus.FAILED)
-        skipped = len(results) - delivered - failed
+        skipped_count = len(results) - delivered - failed
         summary = {
             "retryable_count": plan.retryable_count,
             "waiting_retry_count": plan.waiting_count,
@@ -350,17 +393,32 @@ class Worker:
             "selected_retry_count": len(results),
             "delivered_count": delivered,
             "failed_count": failed,
-            "skipped_count": skipped,
+            "skipped_count": skipped_count,
+            "stopped_early": stopped,
         }
         with transaction.atomic(durable=True):
             run = WorkerRun.objects.select_for_update().get(pk=run.pk)
             evidence = self._finish_run(
                 run,
-                status=_run_status(delivered, failed, skipped, len(results)),
+                status=_run_status(delivered, failed, skipped_count, len(results)),
                 summary=summary,
                 selected=[r.decision for r in results],
             )
         return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
+
+
+def attempts_release(claims: list[ClaimedAttempt]) -> None:
+    """Give claimed but unsent attempts back (the worker is stopping): the decisions return to
+    `pending` and the leases are cleared, so another worker takes them at once."""
+    with transaction.atomic(durable=True):
+        for claim in sorted(claims, key=lambda c: c.decision_pk):
+            RetryDecision.objects.filter(
+                pk=claim.decision_pk, status=DecisionStatus.IN_FLIGHT
+            ).update(status=DecisionStatus.PENDING, claimed_by_run=None)
+        for claim in sorted(claims, key=lambda c: c.delivery_pk):
+            AlertDelivery.objects.filter(
+                pk=claim.delivery_pk, lease_version=claim.lease_version
+            ).update(lease_owner="", leased_until=None)
 
 
 def worker_runs_reap(*, actor, now=None) -> list[str]:
@@ -382,13 +440,12 @@ def worker_runs_reap(*, actor, now=None) -> list[str]:
             .order_by("pk")
         )
         for run in stale_runs:
-            released = RetryDecision.objects.filter(
+            released_count = RetryDecision.objects.filter(
                 claimed_by_run=run, status=DecisionStatus.IN_FLIGHT
-            ).exclude(delivery__leased_until__gt=now)
-            released_count = released.update(status=DecisionStatus.PENDING, claimed_by_run=None)
+            ).count()
             run.status = WorkerRunStatus.ABANDONED
             run.finished_at = max(now, run.started_at)
-            run.summary = {**run.summary, "released_decision_count": released_count}
+            run.summary = {**run.summary, "in_flight_decision_count": released_count}
             run.save(update_fields=["status", "finished_at", "summary"])
             evidence_append(
                 kind=MetadataKind.WORKER_RUN,
@@ -401,6 +458,13 @@ def worker_runs_reap(*, actor, now=None) -> list[str]:
                 now=now,
             )
             reaped.append(run.run_id)
+        # In-flight decisions of runs that are no longer running, once their delivery's lease
+        # has expired, go back to `pending` for the next run to claim.
+        RetryDecision.objects.filter(status=DecisionStatus.IN_FLIGHT).exclude(
+            claimed_by_run__status=WorkerRunStatus.RUNNING
+        ).exclude(delivery__leased_until__gt=now).update(
+            status=DecisionStatus.PENDING, claimed_by_run=None
+        )
     return reaped
 
 
@@ -420,6 +484,6 @@ def worker_run_serialize(run: WorkerRun) -> dict:
     }
 
 
-def worker_run_execute(*, actor, options: WorkerOptions) -> WorkerOutcome:
+def worker_run_execute(*, actor, options: WorkerOptions, **hooks) -> WorkerOutcome:
     """The use case behind POST retry-worker-run and `manage.py run_retry_worker`."""
-    return Worker(actor=actor, options=options).run()
+    return Worker(actor=actor, options=options, **hooks).run()

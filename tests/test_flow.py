@@ -151,7 +151,12 @@ def test_flow_from_failed_delivery_to_closed_closure(api, receiver, webhook):
         assert closure["risks"] == []
         assert closure["recommended_actions"] == []
         assert closure["summary"]["deliveries"]["delivered"] == 1
-        assert closure["summary"]["executions"] == {"delivered": 1, "failed": 1, "skipped": 0}
+        assert closure["summary"]["executions"] == {
+            "delivered": 1,
+            "failed": 1,
+            "skipped": 0,
+            "superseded": 0,
+        }
 
     kinds = list(Evidence.objects.order_by("sequence").values_list("metadata_kind", flat=True))
     assert kinds == [

@@ -284,7 +284,9 @@ def test_worker_cannot_claim_a_delivery_whose_attempt_lease_is_held(operator, li
     assert [r.headers["webhook-id"] for r in live_receiver.requests] == [delivery.delivery_id]
 
 
-def test_attempt_record_with_a_stale_lease_version_writes_nothing(operator, live_receiver, caplog):
+def test_attempt_record_with_a_stale_lease_version_is_superseded_and_changes_nothing(
+    operator, live_receiver, caplog
+):
     # given attempt A claimed a delivery, and after its lease expired attempt B took it over
     [delivery] = _failed_deliveries(operator, live_receiver, 1)
     claimed_at = timezone.now()
@@ -306,10 +308,12 @@ def test_attempt_record_with_a_stale_lease_version_writes_nothing(operator, live
     with caplog.at_level(logging.WARNING, logger="closure.services.attempts"):
         late = attempt_record(claim=attempt_a, outcome=outcome_a, actor=operator)
 
-    # then it is discarded: no record, no evidence, the delivery still belongs to B
-    assert late is None
-    assert ExecutionRecord.objects.count() == 1
-    assert Evidence.objects.count() == evidence_before
+    # then it is recorded as superseded (with its evidence) and changes nothing else:
+    # the delivery still belongs to B, with its status and attempt count untouched
+    assert (late.execution_status, late.attempt_number) == ("superseded", 2)
+    assert ExecutionRecord.objects.count() == 2
+    assert Evidence.objects.count() == evidence_before + 1
+    assert Evidence.objects.order_by("-sequence").first().execution_status == "superseded"
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempt_count) == ("failed", 1)
     assert (delivery.lease_owner, delivery.lease_version) == ("run-b", attempt_b.lease_version)

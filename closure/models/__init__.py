@@ -2,6 +2,7 @@
 
 from closure.models.accounts import ApiToken
 from closure.models.alerts import Acknowledgement, AlertDelivery, HealthAlert
+from closure.models.circuits import ConnectorCircuit
 from closure.models.connectors import Connector
 from closure.models.events import DeliveryEvent, HealthReport
 from closure.models.evidence import Evidence, EvidenceImmutableError
@@ -14,6 +15,7 @@ __all__ = [
     "AlertDelivery",
     "ApiToken",
     "Connector",
+    "ConnectorCircuit",
     "DeliveryEvent",
     "Evidence",
     "EvidenceImmutableError",

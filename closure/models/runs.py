@@ -106,14 +106,20 @@ class ExecutionRecord(models.Model):
             models.CheckConstraint(
                 condition=Q(attempt_number__gte=1), name="execution_attempt_gte_1"
             ),
-            # Exactly one record per real attempt of a delivery; skipped re-checks make no attempt.
+            # Exactly one record per attempt that counts for the delivery; skipped re-checks
+            # make no attempt, and a superseded attempt lost its lease to the one that counts.
             models.UniqueConstraint(
                 fields=["delivery", "attempt_number"],
-                condition=~Q(execution_status=ExecutionStatus.SKIPPED),
+                condition=~Q(
+                    execution_status__in=[ExecutionStatus.SKIPPED, ExecutionStatus.SUPERSEDED]
+                ),
                 name="execution_one_per_attempt",
             ),
             models.CheckConstraint(
-                condition=Q(execution_status=ExecutionStatus.FAILED) | Q(error_class=""),
+                condition=Q(
+                    execution_status__in=[ExecutionStatus.FAILED, ExecutionStatus.SUPERSEDED]
+                )
+                | Q(error_class=""),
                 name="execution_error_only_when_failed",
             ),
         ]

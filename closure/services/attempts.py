@@ -24,6 +24,7 @@ from closure.choices import (
 from closure.connectors import AlertMessage, SendOutcome, send_alert
 from closure.evidence import EvidenceFilters, canonical_json, evidence_append, isoformat, sha256_hex
 from closure.models import AlertDelivery, ExecutionRecord, RetryDecision
+from closure.services.circuits import circuit_record
 from closure.services.common import signer_of
 
 logger = logging.getLogger(__name__)
@@ -195,30 +196,46 @@ def _write_execution(
     return record
 
 
-def attempt_record(*, claim: ClaimedAttempt, outcome: SendOutcome, actor) -> ExecutionRecord | None:
-    """Record an attempt's outcome. Returns None when the lease was lost (nothing written)."""
+def attempt_record(*, claim: ClaimedAttempt, outcome: SendOutcome, actor) -> ExecutionRecord:
+    """Record an attempt's outcome with its evidence, in one transaction.
+
+    Fencing: when the delivery's lease version no longer matches the claim, another attempt
+    took over. The late attempt is then recorded as `superseded` and changes nothing else.
+    """
     now = timezone.now()
     with transaction.atomic(durable=True):
         delivery = (
             AlertDelivery.objects.select_for_update()
-            .select_related("alert__health")
+            .select_related("alert__health", "connector")
             .get(pk=claim.delivery_pk)
         )
+        decisions = RetryDecision.objects.select_related("plan")
         if delivery.lease_version != claim.lease_version:
             logger.warning(
-                "attempt %s of %s lost its lease; result discarded",
+                "attempt %s of %s lost its lease; recorded as superseded",
                 claim.attempt_number,
                 claim.delivery_id,
             )
-            return None
+            return _write_execution(
+                delivery=delivery,
+                actor=actor,
+                now=now,
+                attempt_number=claim.attempt_number,
+                trigger=claim.trigger,
+                status=ExecutionStatus.SUPERSEDED,
+                outcome=outcome,
+                decision=decisions.get(pk=claim.decision_pk) if claim.decision_pk else None,
+                worker_run_pk=claim.worker_run_pk,
+            )
         decision = (
-            RetryDecision.objects.select_for_update()
-            .select_related("plan")
-            .get(pk=claim.decision_pk)
+            decisions.select_for_update(of=("self",)).get(pk=claim.decision_pk)
             if claim.decision_pk
             else None
         )
         status = ExecutionStatus.DELIVERED if outcome.delivered else ExecutionStatus.FAILED
+        circuit_record(
+            connector=delivery.connector, delivered=outcome.delivered, actor=actor, now=now
+        )
         record = _write_execution(
             delivery=delivery,
             actor=actor,

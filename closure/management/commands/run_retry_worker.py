@@ -1,26 +1,32 @@
 import json
+import random
 import signal
-import time
+import sys
+import threading
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import OperationalError, connections
 
 from closure.services.errors import ServiceError
 from closure.services.retries import RetryPolicy
-from closure.worker import WorkerOptions, worker_run_execute, worker_run_serialize
+from closure.worker import RetryResult, WorkerOptions, worker_run_execute, worker_run_serialize
 
 
 class Command(BaseCommand):
     help = (
-        "Run the retry worker: a dry run unless --execute. With --loop it plans and runs again "
-        "every --interval seconds until SIGTERM/SIGINT, finishing the current run first."
+        "Run the retry worker: a dry run unless --execute. With --loop it re-plans due work and "
+        "runs again every --interval seconds (with jitter) until SIGTERM or SIGINT, finishing "
+        "the attempt in progress first."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--execute", action="store_true", help="call connectors (live run)")
         parser.add_argument("--user", required=True, help="the account the runs are signed by")
         parser.add_argument("--provider", default="", help="comma list of connector names")
+        parser.add_argument("--retry-plan-id", default="", help="run this plan's decisions only")
         parser.add_argument("--max-retry-deliveries", type=int, default=25)
+        parser.add_argument("--batch", type=int, default=0, help="decisions per claim")
         parser.add_argument("--timeout-seconds", type=int, default=10)
         parser.add_argument("--loop", action="store_true")
         parser.add_argument("--interval", type=float, default=60.0)
@@ -34,36 +40,70 @@ class Command(BaseCommand):
             raise CommandError(f"{actor.username} lacks the execute_retry permission")
         if not 1 <= options["max_retry_deliveries"] <= 500:
             raise CommandError("--max-retry-deliveries must be between 1 and 500")
+        if not 0 <= options["batch"] <= 500:
+            raise CommandError("--batch must be between 1 and 500 (0: one claim per run)")
         if not 1 <= options["timeout_seconds"] <= 30:
             raise CommandError("--timeout-seconds must be between 1 and 30")
+        if options["interval"] <= 0:
+            raise CommandError("--interval must be positive")
         worker_options = WorkerOptions(
             execute=options["execute"],
+            retry_plan_id=options["retry_plan_id"],
             retry_policy=RetryPolicy(),
             max_retry_deliveries=options["max_retry_deliveries"],
+            batch_size=options["batch"],
             providers=tuple(p.strip() for p in options["provider"].split(",") if p.strip()),
             timeout_seconds=options["timeout_seconds"],
         )
-        stopping = False
+        stop = threading.Event()
 
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
+        def request_stop(signum, frame):
+            stop.set()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        interactive = sys.stdout.isatty()
         while True:
+            counts = {"delivered": 0, "failed": 0, "skipped": 0}
+
+            def on_result(result: RetryResult, counts=counts) -> None:
+                if result.execution is not None and not result.skipped:
+                    counts[result.execution.execution_status] += 1
+                else:
+                    counts["skipped"] += 1
+                if interactive:
+                    self.stdout.write(
+                        f"\r  delivered {counts['delivered']}  failed {counts['failed']}  "
+                        f"skipped {counts['skipped']}",
+                        ending="",
+                    )
+                    self.stdout.flush()
+
             try:
-                outcome = worker_run_execute(actor=actor, options=worker_options)
+                outcome = worker_run_execute(
+                    actor=actor,
+                    options=worker_options,
+                    on_result=on_result,
+                    should_stop=stop.is_set,
+                )
             except ServiceError as exc:
                 raise CommandError(exc.detail) from exc
-            run = worker_run_serialize(outcome.run)
-            self.stdout.write(
-                json.dumps({"run_id": run["run_id"], "status": run["status"], **run["summary"]})
-            )
-            if not options["loop"] or stopping:
+            except OperationalError as exc:
+                if not options["loop"]:
+                    raise CommandError(f"database unavailable: {type(exc).__name__}") from exc
+                # The database went away: drop the broken connection and try again next cycle.
+                connections.close_all()
+                self.stderr.write(json.dumps({"event": "database_unavailable"}))
+            else:
+                run = worker_run_serialize(outcome.run)
+                if interactive:
+                    self.stdout.write("")
+                self.stdout.write(
+                    json.dumps({"run_id": run["run_id"], "status": run["status"], **run["summary"]})
+                )
+            if not options["loop"] or stop.is_set():
                 return
-            deadline = time.monotonic() + options["interval"]
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if stopping:
+            # Jitter spreads many workers' polls apart so they do not claim in lockstep.
+            stop.wait(options["interval"] * random.uniform(0.8, 1.2))  # noqa: S311
+            if stop.is_set():
                 return
