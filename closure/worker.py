@@ -9,6 +9,7 @@ API's POST retry-worker-run and `manage.py run_retry_worker` both run this `Work
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -40,7 +41,7 @@ from closure.services.attempts import (
     attempt_claim,
     attempt_record,
     attempt_renew,
-    attempt_send,
+    attempts_prepare,
     execution_skip,
 )
 from closure.services.circuits import circuit_admit, circuits_ensure, circuits_locked
@@ -66,6 +67,8 @@ class WorkerOptions:
     batch_size: int = 0
     providers: tuple[str, ...] = ()
     timeout_seconds: float = 10
+    # Connector calls in flight at once within one worker (threads doing network I/O only).
+    send_concurrency: int = 8
     schedule: dict = field(default_factory=dict)
 
 
@@ -301,7 +304,7 @@ class Worker:
             )
             deliveries = {
                 d.pk: d
-                for d in AlertDelivery.objects.select_for_update()
+                for d in AlertDelivery.objects.select_for_update(of=("self",))
                 .select_related("alert__health", "connector")
                 .filter(pk__in=[decision.delivery_id for decision in decisions])
                 .order_by("pk")
@@ -352,36 +355,59 @@ class Worker:
         return claims, skipped
 
     def _attempt(self, run: WorkerRun, claim: ClaimedAttempt, decision: dict) -> RetryResult:
+        """One attempt on its own: renew the lease, send, record."""
+        [result] = self._attempt_wave(run, [(claim, decision)], pool=None)
+        return result
+
+    def _attempt_wave(self, run: WorkerRun, wave: list, pool) -> list[RetryResult]:
+        """Renew the leases, send concurrently (no transaction, no lock), then record each
+        outcome in its own short transaction."""
         WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-        if not attempt_renew(claim):
-            return RetryResult(decision, skipped="lease_lost")
-        outcome = attempt_send(claim, timeout_seconds=self.options.timeout_seconds)
-        record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
-        if record.execution_status == ExecutionStatus.SUPERSEDED:
-            return RetryResult(decision, execution=record, skipped="lease_lost")
-        return RetryResult(decision, execution=record)
+        results: list[RetryResult] = []
+        live = []
+        for claim, decision in wave:
+            if attempt_renew(claim):
+                live.append((claim, decision))
+            else:
+                results.append(RetryResult(decision, skipped="lease_lost"))
+        prepared = attempts_prepare([claim for claim, _ in live])
+        timeout = self.options.timeout_seconds
+
+        def send(item):
+            return item.send(timeout_seconds=timeout)
+
+        outcomes = list(pool.map(send, prepared)) if pool else [send(p) for p in prepared]
+        for (claim, decision), outcome in zip(live, outcomes, strict=True):
+            record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
+            lost = record.execution_status == ExecutionStatus.SUPERSEDED
+            results.append(RetryResult(decision, execution=record, skipped="lease_lost" * lost))
+        return results
 
     def _run_live(self, plan, plan_public, plan_evidence) -> WorkerOutcome:
         with transaction.atomic(durable=True):
             run = self._create_run(plan, timezone.now(), dry_run=False)
         results: list[RetryResult] = []
         stopped = False
-        while len(results) < self.options.max_retry_deliveries and not stopped:
-            limit = min(self._batch_size(), self.options.max_retry_deliveries - len(results))
-            claims, skipped = self._claim(run, limit)
-            for result in skipped:
-                results.append(result)
-                self.on_result(result)
-            if not claims and not skipped:
-                break
-            for index, (claim, decision) in enumerate(claims):
-                if self.should_stop():
-                    attempts_release([c for c, _ in claims[index:]])
-                    stopped = True
+        concurrency = max(1, self.options.send_concurrency)
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            while len(results) < self.options.max_retry_deliveries and not stopped:
+                limit = min(self._batch_size(), self.options.max_retry_deliveries - len(results))
+                claims, skipped = self._claim(run, limit)
+                for result in skipped:
+                    results.append(result)
+                    self.on_result(result)
+                if not claims and not skipped:
                     break
-                result = self._attempt(run, claim, decision)
-                results.append(result)
-                self.on_result(result)
+                for start in range(0, len(claims), concurrency):
+                    if self.should_stop():
+                        attempts_release([claim for claim, _ in claims[start:]])
+                        stopped = True
+                        break
+                    for result in self._attempt_wave(
+                        run, claims[start : start + concurrency], pool
+                    ):
+                        results.append(result)
+                        self.on_result(result)
         statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
         delivered = statuses.count(ExecutionStatus.DELIVERED)
         failed = statuses.count(ExecutionStatus.FAILED)

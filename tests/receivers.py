@@ -97,6 +97,8 @@ class LocalReceiver:
         class Server(ThreadingHTTPServer):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
             daemon_threads = True
+            # Many workers send at once; the default backlog of 5 would refuse connections.
+            request_queue_size = 256
 
         return Server((host, 0), Handler)
 

@@ -115,6 +115,7 @@ def _start_worker(plan_id: str, env: dict, *, max_deliveries: int, batch: int) -
             str(batch),
             "--timeout-seconds",
             "1",
+            "--drain",
         ],
         cwd=PROJECT_ROOT,
         env=env,

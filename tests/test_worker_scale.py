@@ -142,7 +142,7 @@ def test_worker_stop_finishes_the_current_attempt_and_releases_the_rest(operator
     # when the worker is asked to stop after its first attempt
     outcome = Worker(
         actor=operator,
-        options=WorkerOptions(execute=True, retry_plan_id="", retry_policy=IMMEDIATE),
+        options=WorkerOptions(execute=True, retry_policy=IMMEDIATE, send_concurrency=1),
         should_stop=lambda: next(stop_after_first),
     ).run()
 

@@ -257,7 +257,7 @@ def acknowledgement_create(
         if state in CLOSING_ACK_STATES:
             lock_pending_decisions(delivery_qs.values("pk"))
             open_deliveries = list(
-                delivery_qs.select_for_update()
+                delivery_qs.select_for_update(of=("self",))
                 .exclude(status__in=TERMINAL_DELIVERY_STATUSES)
                 .order_by("pk")
             )
@@ -309,7 +309,7 @@ def _delivery_locked(delivery_id: str) -> AlertDelivery:
         raise NotFound(f"delivery {delivery_id!r} does not exist")
     lock_pending_decisions([pk])
     return (
-        AlertDelivery.objects.select_for_update()
+        AlertDelivery.objects.select_for_update(of=("self",))
         .select_related("alert__health", "connector")
         .get(pk=pk)
     )

@@ -23,7 +23,7 @@ from closure.choices import (
 )
 from closure.connectors import AlertMessage, SendOutcome, send_alert
 from closure.evidence import EvidenceFilters, canonical_json, evidence_append, isoformat, sha256_hex
-from closure.models import AlertDelivery, ExecutionRecord, RetryDecision
+from closure.models import AlertDelivery, Connector, ExecutionRecord, RetryDecision
 from closure.services.circuits import circuit_record
 from closure.services.common import signer_of
 
@@ -77,19 +77,43 @@ def attempt_renew(claim: ClaimedAttempt) -> bool:
     return renewed == 1
 
 
+@dataclass(frozen=True)
+class PreparedSend:
+    """What one network call needs, read from the database beforehand."""
+
+    claim: ClaimedAttempt
+    connector: Connector
+    message: AlertMessage
+
+    def send(self, *, timeout_seconds: float) -> SendOutcome:
+        return send_alert(self.connector, message=self.message, timeout_seconds=timeout_seconds)
+
+
+def attempts_prepare(claims: list[ClaimedAttempt]) -> list[PreparedSend]:
+    """Load connectors and payloads for claimed attempts in one query (before any send)."""
+    deliveries = AlertDelivery.objects.select_related("connector", "alert").in_bulk(
+        [claim.delivery_pk for claim in claims]
+    )
+    prepared = []
+    for claim in claims:
+        delivery = deliveries[claim.delivery_pk]
+        message = AlertMessage(
+            delivery_id=delivery.delivery_id,
+            attempt_number=claim.attempt_number,
+            payload={
+                **delivery.alert.payload,
+                "delivery_id": delivery.delivery_id,
+                "attempt_number": claim.attempt_number,
+            },
+        )
+        prepared.append(PreparedSend(claim, delivery.connector, message))
+    return prepared
+
+
 def attempt_send(claim: ClaimedAttempt, *, timeout_seconds: float) -> SendOutcome:
     """Call the connector. Runs outside every transaction and holds no lock."""
-    delivery = AlertDelivery.objects.select_related("connector", "alert").get(pk=claim.delivery_pk)
-    message = AlertMessage(
-        delivery_id=delivery.delivery_id,
-        attempt_number=claim.attempt_number,
-        payload={
-            **delivery.alert.payload,
-            "delivery_id": delivery.delivery_id,
-            "attempt_number": claim.attempt_number,
-        },
-    )
-    return send_alert(delivery.connector, message=message, timeout_seconds=timeout_seconds)
+    [prepared] = attempts_prepare([claim])
+    return prepared.send(timeout_seconds=timeout_seconds)
 
 
 def execution_serialize(record: ExecutionRecord) -> dict:
@@ -205,7 +229,7 @@ def attempt_record(*, claim: ClaimedAttempt, outcome: SendOutcome, actor) -> Exe
     now = timezone.now()
     with transaction.atomic(durable=True):
         delivery = (
-            AlertDelivery.objects.select_for_update()
+            AlertDelivery.objects.select_for_update(of=("self",))
             .select_related("alert__health", "connector")
             .get(pk=claim.delivery_pk)
         )

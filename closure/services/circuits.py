@@ -26,7 +26,7 @@ def circuits_locked(connector_pks) -> dict[int, ConnectorCircuit]:
     """Lock circuit rows (in primary-key order) inside the caller's transaction."""
     return {
         circuit.connector_id: circuit
-        for circuit in ConnectorCircuit.objects.select_for_update()
+        for circuit in ConnectorCircuit.objects.select_for_update(of=("self",))
         .select_related("connector")
         .filter(connector_id__in=set(connector_pks))
         .order_by("pk")

@@ -292,7 +292,7 @@ def retry_plan_create(
         lock_pending_decisions(candidate_pks)
         current = {
             row["pk"]: row
-            for row in AlertDelivery.objects.select_for_update()
+            for row in AlertDelivery.objects.select_for_update(of=("self",))
             .filter(pk__in=candidate_pks)
             .order_by("pk")
             .values("pk", "status", "leased_until", "attempt_count")

@@ -29,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=0, help="decisions per claim")
         parser.add_argument("--timeout-seconds", type=int, default=10)
         parser.add_argument("--loop", action="store_true")
+        parser.add_argument(
+            "--drain", action="store_true", help="run again at once until a run finds no work"
+        )
         parser.add_argument("--interval", type=float, default=60.0)
 
     def handle(self, *args, **options):
@@ -90,10 +93,11 @@ class Command(BaseCommand):
                 raise CommandError(exc.detail) from exc
             except OperationalError as exc:
                 if not options["loop"]:
-                    raise CommandError(f"database unavailable: {type(exc).__name__}") from exc
+                    raise CommandError(f"database error: {str(exc).splitlines()[0]}") from exc
                 # The database went away: drop the broken connection and try again next cycle.
                 connections.close_all()
                 self.stderr.write(json.dumps({"event": "database_unavailable"}))
+                outcome = None
             else:
                 run = worker_run_serialize(outcome.run)
                 if interactive:
@@ -101,7 +105,11 @@ class Command(BaseCommand):
                 self.stdout.write(
                     json.dumps({"run_id": run["run_id"], "status": run["status"], **run["summary"]})
                 )
-            if not options["loop"] or stop.is_set():
+            if stop.is_set():
+                return
+            if options["drain"] and outcome is not None and outcome.run.status != "no_work":
+                continue
+            if not options["loop"]:
                 return
             # Jitter spreads many workers' polls apart so they do not claim in lockstep.
             stop.wait(options["interval"] * random.uniform(0.8, 1.2))  # noqa: S311
