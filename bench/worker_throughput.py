@@ -6,8 +6,9 @@ Builds its own PostgreSQL database (dropped and re-created), seeds N failed deli
 - workers: W `manage.py run_retry_worker --execute` processes draining the plan, with
   everything the product does per attempt (claim, lease, signature, execution record,
   evidence chain, circuit);
-- reference: W plain HTTP clients (http.client, one connection per request, like the worker)
-  POSTing the same number of same-sized bodies to the same receiver.
+- reference: a plain HTTP client (http.client, one connection per request, like the worker)
+  POSTing the same number of same-sized bodies to the same receiver, with as many requests in
+  flight as the workers have (W × 8).
 
 Prints the median deliveries per second of each and their ratio.
 
@@ -28,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SEND_CONCURRENCY = 8  # WorkerOptions.send_concurrency's default
 sys.path.insert(0, str(ROOT))
 
 
@@ -249,7 +251,10 @@ def main() -> None:
         connections.close_all()
 
         worker_seconds = run_workers(plan_id, args.workers, args.deliveries, env)
-        plain_seconds = run_plain_client(port, args.workers, args.deliveries, body_size)
+        # The same concurrency as the workers: every worker keeps SEND_CONCURRENCY calls open.
+        plain_seconds = run_plain_client(
+            port, args.workers * SEND_CONCURRENCY, args.deliveries, body_size
+        )
         worker_rates.append(args.deliveries / worker_seconds)
         plain_rates.append(args.deliveries / plain_seconds)
         print(
