@@ -53,6 +53,7 @@ from closure.services.alerts import (
 )
 from closure.services.attempts import execution_serialize
 from closure.services.common import actor_summary
+from closure.services.errors import NotFound
 from closure.services.events import delivery_events_ingest
 from closure.services.health import (
     HealthParameters,
@@ -185,17 +186,7 @@ class HealthView(ActionView):
             .first()
         )
         if report is None:
-            return Response(
-                {
-                    "type": "https://cavra.invalid/problems/no-health-report",
-                    "title": "Not found",
-                    "status": 404,
-                    "detail": "No health report has been built yet.",
-                    "code": "no_health_report",
-                },
-                status=404,
-                content_type="application/problem+json",
-            )
+            raise NotFound("No health report has been built yet.", code="no_health_report")
         return Response(
             {
                 "health": health_report_serialize(report),
