@@ -143,6 +143,7 @@ def test_closure_dashboard_is_closed_when_health_is_fresh_and_healthy(api, opera
         "delivered": 0,
         "failed": 0,
         "skipped": 0,
+        "accepted": 0,
         "superseded": 0,
     }
 
@@ -275,6 +276,7 @@ def test_closure_delivery_failed_is_closed_by_plan_and_live_run(api, operator, r
             "delivered": 1,
             "failed": 1,
             "skipped": 0,
+            "accepted": 0,
             "superseded": 0,
         }
         assert dashboard["summary"]["worker_runs"]["succeeded"] == 1
@@ -626,6 +628,7 @@ def test_closure_dashboard_query_count_does_not_grow_with_records(
     assert dashboard["summary"]["deliveries"] == {
         "pending": 0,
         "delivered": units,
+        "accepted": 0,
         "failed": units,
         "exhausted": units,
         "suppressed": 0,
@@ -634,6 +637,7 @@ def test_closure_dashboard_query_count_does_not_grow_with_records(
         "delivered": units,
         "failed": 3 * units,
         "skipped": 0,
+        "accepted": 0,
         "superseded": 0,
     }
 

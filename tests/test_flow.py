@@ -155,6 +155,7 @@ def test_flow_from_failed_delivery_to_closed_closure(api, receiver, webhook):
             "delivered": 1,
             "failed": 1,
             "skipped": 0,
+            "accepted": 0,
             "superseded": 0,
         }
 
