@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -137,8 +139,26 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
-LOGIN_URL = "admin:login"
-LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "/console/"
+LOGOUT_REDIRECT_URL = "console:login"
+
+# A strict Content-Security-Policy for every response (Django's built-in middleware): scripts,
+# styles, images and fonts only from this origin, no inline script or style anywhere (the
+# console's charts are inline SVG drawn with presentation attributes and classes), no plugins,
+# no framing, forms post only here. See docs/console.md.
+SECURE_CSP = {
+    "default-src": [CSP.NONE],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -193,3 +213,51 @@ CAVRA_CIRCUIT_FAILURE_THRESHOLD = env_int("CAVRA_CIRCUIT_FAILURE_THRESHOLD", 5)
 CAVRA_CIRCUIT_COOLDOWN_SECONDS = env_int("CAVRA_CIRCUIT_COOLDOWN_SECONDS", 300)
 # API tokens expire after this many days unless created with another lifetime.
 CAVRA_API_TOKEN_DAYS = env_int("CAVRA_API_TOKEN_DAYS", 30)
+
+# --- CAVRA connectors (docs/connectors.md) -----------------------------------------------------
+
+# A connector's Retry-After (429/503) is honoured up to this many seconds, never longer.
+CAVRA_RETRY_AFTER_MAX_SECONDS = env_int("CAVRA_RETRY_AFTER_MAX_SECONDS", 3600)
+# PagerDuty Events API v2 endpoint; a connector's `events_url` overrides it.
+CAVRA_PAGERDUTY_EVENTS_URL = os.environ.get(
+    "CAVRA_PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"
+)
+# A JSON file of connectors for `manage.py bootstrap_connectors` (and the demo) to load.
+CAVRA_CONNECTORS_FILE = os.environ.get("CAVRA_CONNECTORS_FILE", "")
+
+# E-mail connectors send through Django's default mailer: SMTP unless DJANGO_EMAIL_BACKEND
+# names another backend (the test suite swaps in the memory backend).
+_EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend"
+)
+_SMTP_OPTIONS = {
+    "host": os.environ.get("DJANGO_EMAIL_HOST", "localhost"),
+    "port": env_int("DJANGO_EMAIL_PORT", 25),
+    "username": os.environ.get("DJANGO_EMAIL_HOST_USER", ""),
+    "password": os.environ.get("DJANGO_EMAIL_HOST_PASSWORD", ""),
+    "use_tls": env_bool("DJANGO_EMAIL_USE_TLS"),
+    "use_ssl": env_bool("DJANGO_EMAIL_USE_SSL"),
+    "timeout": env_int("DJANGO_EMAIL_TIMEOUT", 10),
+}
+MAILERS = {
+    "default": {
+        "BACKEND": _EMAIL_BACKEND,
+        "OPTIONS": _SMTP_OPTIONS if _EMAIL_BACKEND.endswith(".smtp.EmailBackend") else {},
+    }
+}
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "cavra@localhost")
+
+# --- CAVRA evidence (docs/evidence.md) ---------------------------------------------------------
+
+# Ed25519 private key (base64 of the raw 32 bytes) that signs evidence checkpoints and export
+# manifests. Without it a key is derived from SECRET_KEY, which is only acceptable for
+# development (a system check warns when DEBUG is off).
+CAVRA_EVIDENCE_SIGNING_KEY = os.environ.get("CAVRA_EVIDENCE_SIGNING_KEY", "").strip()
+# Comma list of further Ed25519 public keys (base64, raw 32 bytes) whose checkpoints verify:
+# the keys of earlier signing keys after a rotation. The current key's public key is always
+# trusted.
+CAVRA_EVIDENCE_TRUSTED_PUBLIC_KEYS = [
+    key.strip()
+    for key in os.environ.get("CAVRA_EVIDENCE_TRUSTED_PUBLIC_KEYS", "").split(",")
+    if key.strip()
+]

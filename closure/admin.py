@@ -1,198 +1,223 @@
-"""The auditors' tool: every evidence-bearing record read-only, connectors for platform owners."""
+"""The auditors' tool: every evidence-bearing record read-only, connectors for platform owners.
+
+The read-only record admins (filters, links, bounded counts, CSV/JSON Lines export) live in
+`closure.admin_records`; connectors, edited by platform owners only, are below.
+"""
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from closure.models import (
-    Acknowledgement,
-    AlertDelivery,
-    Connector,
-    DeliveryEvent,
-    Evidence,
-    ExecutionRecord,
-    HealthAlert,
-    HealthReport,
-    RetryDecision,
-    RetryPlan,
-    WorkerRun,
-)
+from closure import admin_records  # noqa: F401 (registers the read-only record admins)
+from closure.models import Connector
 from closure.services.connectors import connector_save
 from closure.services.errors import ServiceError
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Evidence and records are never added, changed or deleted here, by anyone."""
-
-    show_full_result_count = False
-    list_per_page = 50
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(DeliveryEvent)
-class DeliveryEventAdmin(ReadOnlyAdmin):
-    list_display = ["event_id", "kind", "status", "provider", "run_id", "occurred_at"]
-    list_filter = ["kind", "status", "provider", "occurred_at"]
-    search_fields = ["=event_id", "=run_id"]
-    date_hierarchy = "occurred_at"
-    list_select_related = []
-
-
-@admin.register(HealthReport)
-class HealthReportAdmin(ReadOnlyAdmin):
-    list_display = ["health_id", "alert_level", "alert_count", "generated_at", "generated_by"]
-    list_filter = ["alert_level", "generated_at"]
-    search_fields = ["=health_id"]
-    date_hierarchy = "generated_at"
-    list_select_related = ["generated_by"]
-
-
-@admin.register(HealthAlert)
-class HealthAlertAdmin(ReadOnlyAdmin):
-    list_display = ["alert_id", "health", "forced", "created_at", "created_by"]
-    list_filter = ["forced", "created_at"]
-    search_fields = ["=alert_id", "=health__health_id"]
-    date_hierarchy = "created_at"
-    list_select_related = ["health", "created_by"]
-    exclude = ["payload"]
-
-
-@admin.register(AlertDelivery)
-class AlertDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["delivery_id", "alert", "provider", "status", "attempt_count", "updated_at"]
-    list_filter = ["status", "provider", "suppression_reason", "created_at"]
-    search_fields = ["=delivery_id", "=alert__alert_id"]
-    date_hierarchy = "created_at"
-    list_select_related = ["alert"]
-
-
-@admin.register(Acknowledgement)
-class AcknowledgementAdmin(ReadOnlyAdmin):
-    list_display = ["ack_id", "health", "provider", "state", "acknowledged_at"]
-    list_filter = ["state", "provider", "acknowledged_at"]
-    search_fields = ["=ack_id", "=health__health_id"]
-    date_hierarchy = "acknowledged_at"
-    list_select_related = ["health"]
-
-
-@admin.register(RetryPlan)
-class RetryPlanAdmin(ReadOnlyAdmin):
-    list_display = [
-        "retry_plan_id",
-        "alert_level",
-        "decision_count",
-        "retryable_count",
-        "waiting_count",
-        "suppressed_count",
-        "generated_at",
-    ]
-    list_filter = ["alert_level", "generated_at"]
-    search_fields = ["=retry_plan_id"]
-    date_hierarchy = "generated_at"
-
-
-@admin.register(RetryDecision)
-class RetryDecisionAdmin(ReadOnlyAdmin):
-    list_display = ["plan", "delivery", "action", "reason", "status", "next_retry_at"]
-    list_filter = ["action", "reason", "status"]
-    search_fields = ["=plan__retry_plan_id", "=delivery__delivery_id"]
-    list_select_related = ["plan", "delivery"]
-
-
-@admin.register(WorkerRun)
-class WorkerRunAdmin(ReadOnlyAdmin):
-    list_display = ["run_id", "dry_run", "status", "started_at", "finished_at", "started_by"]
-    list_filter = ["dry_run", "status", "started_at"]
-    search_fields = ["=run_id"]
-    date_hierarchy = "started_at"
-    list_select_related = ["started_by"]
-
-
-@admin.register(ExecutionRecord)
-class ExecutionRecordAdmin(ReadOnlyAdmin):
-    list_display = [
-        "execution_id",
-        "provider",
-        "execution_status",
-        "trigger",
-        "attempt_number",
-        "http_status",
-        "error_class",
-        "executed_at",
-    ]
-    list_filter = ["execution_status", "trigger", "error_class", "provider", "executed_at"]
-    search_fields = ["=execution_id", "=delivery__delivery_id"]
-    date_hierarchy = "executed_at"
-
-
-@admin.register(Evidence)
-class EvidenceAdmin(ReadOnlyAdmin):
-    list_display = ["sequence", "metadata_kind", "session_id", "signer", "created_at"]
-    list_filter = ["metadata_kind", "dry_run", "execution_status", "created_at"]
-    search_fields = ["=session_id", "=health_id", "=chain_hash"]
-    date_hierarchy = "created_at"
-
-
 class ConnectorForm(forms.ModelForm):
-    """Secrets are write-only: typed in, never shown back. Blank keeps the stored values."""
+    """Private configuration is write-only: typed in, never shown back.
+
+    Every input is blank; a blank input keeps what is stored. Its help text says whether a
+    value is stored, when it changed, and its short keyed fingerprint. Inputs the chosen kind
+    does not read are refused.
+    """
 
     url = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Destination URL. Leave blank to keep the stored one.",
+        label="URL",
+        help_text="Webhook, Slack and Teams: the destination URL.",
     )
     signing_secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Standard Webhooks secret (whsec_…). Leave blank to keep the stored one.",
+        label="New signing secret",
+        help_text="Webhook: a Standard Webhooks secret (whsec_…). Rotates: the current secret "
+        "stays valid beside it until the previous one is retired.",
+    )
+    retire_previous_signing_secret = forms.BooleanField(
+        required=False,
+        help_text="Webhook: stop signing with the previous secret (end of a rotation).",
+    )
+    routing_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="Routing key",
+        help_text="PagerDuty: the 32-character Events API v2 integration key.",
+    )
+    events_url = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="Events API URL",
+        help_text="PagerDuty: only to override CAVRA_PAGERDUTY_EVENTS_URL.",
+    )
+    recipients = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="E-mail: recipient addresses, comma or line separated (replaces the list).",
+    )
+    from_email = forms.CharField(
+        required=False, label="Sender", help_text="E-mail: optional sender address."
+    )
+    smtp_username = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="SMTP username",
+        help_text="E-mail: optional; replaces the environment's SMTP account for this connector.",
+    )
+    smtp_password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="SMTP password",
+        help_text="E-mail: the password of that SMTP account.",
+    )
+    clear_config_keys = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Clear stored values",
     )
 
     class Meta:
         model = Connector
-        fields = ["name", "kind", "enabled", "description"]
+        fields = ["name", "kind", "enabled", "description", "accepted_counts_as_delivered"]
 
-    def private_config(self) -> dict | None:
-        url = self.cleaned_data.get("url")
-        secret = self.cleaned_data.get("signing_secret")
-        if not url and not secret:
-            return None
-        config = dict(self.instance.private_config) if self.instance.pk else {}
-        if url:
-            config["url"] = url
-        if secret:
-            config["signing_secret"] = secret
-        return config
+    def __init__(self, *args, **kwargs):
+        from closure.connectors.configuration import CLEARABLE_KEYS, INPUT_OF_KEY, key_status
+
+        super().__init__(*args, **kwargs)
+        self.fields["clear_config_keys"].choices = CLEARABLE_KEYS
+        self.private_config_value: dict | None = None
+        status = self.instance.config_fields if self.instance.pk else {}
+        for key, input_name in INPUT_OF_KEY.items():
+            if key == "signing_secret":
+                continue
+            field = self.fields[input_name]
+            field.help_text = f"{field.help_text} {key_status(status, key)}"
+        if "signing_secrets" in status:
+            self.fields["signing_secret"].help_text += " Blank keeps the stored secrets."
+
+    def clean(self):
+        from closure.connectors.configuration import (
+            FORM_INPUTS,
+            INPUT_OF_KEY,
+            config_from_inputs,
+            inputs_not_for_kind,
+        )
+        from closure.connectors.secrets import ConnectorConfigError
+        from closure.services.connectors import connector_validate
+
+        cleaned = super().clean()
+        kind = cleaned.get("kind")
+        if not kind:
+            return cleaned
+        inputs = {name: cleaned.get(name) for names in FORM_INPUTS.values() for name in names}
+        for name in inputs_not_for_kind(kind, inputs):
+            self.add_error(name, f"Not used by a {kind} connector.")
+            inputs[name] = None
+        stored = None
+        if self.instance.pk and self.instance.config_ciphertext:
+            try:
+                stored = self.instance.private_config
+            except ConnectorConfigError:
+                stored = None  # unreadable: the whole configuration must be typed anew
+        config = config_from_inputs(
+            kind=kind,
+            stored_kind=self.initial.get("kind") if self.instance.pk else None,
+            stored=stored if self.instance.pk else None,
+            values=inputs,
+            clear=cleaned.get("clear_config_keys") or [],
+        )
+        try:
+            self.private_config_value = connector_validate(
+                kind=kind,
+                accepted_counts_as_delivered=bool(cleaned.get("accepted_counts_as_delivered")),
+                private_config=config,
+            )
+        except ServiceError as exc:
+            for path, messages in exc.errors.items():
+                key = path.removeprefix("config.")
+                target = INPUT_OF_KEY.get(key, key)
+                self.add_error(target if target in self.fields else None, messages)
+        return cleaned
 
 
 @admin.register(Connector)
 class ConnectorAdmin(admin.ModelAdmin):
+    """Platform owners (add/change_connector) edit connectors; everyone else may only view.
+
+    Saves go through `connector_save`, which writes the evidence row in the same transaction.
+    """
+
     form = ConnectorForm
-    list_display = ["name", "kind", "enabled", "config_fingerprint", "config_changed_at"]
+    show_full_result_count = False
+    list_display = [
+        "name",
+        "kind",
+        "enabled",
+        "accepted_counts_as_delivered",
+        "config_fingerprint",
+        "config_changed_at",
+    ]
     list_filter = ["kind", "enabled"]
     search_fields = ["=name"]
-    readonly_fields = ["config_fingerprint", "config_changed_at", "created_at"]
+    readonly_fields = ["stored_configuration", "config_fingerprint", "config_changed_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "enabled", "description"]}),
+        ("Teams", {"fields": ["accepted_counts_as_delivered"]}),
+        (
+            "Stored configuration (values are never shown)",
+            {"fields": ["stored_configuration", "config_fingerprint", "config_changed_at"]},
+        ),
+        ("Destination", {"fields": ["url"]}),
+        ("Webhook signing", {"fields": ["signing_secret", "retire_previous_signing_secret"]}),
+        ("PagerDuty", {"fields": ["routing_key", "events_url"]}),
+        ("E-mail", {"fields": ["recipients", "from_email", "smtp_username", "smtp_password"]}),
+        ("Clear", {"fields": ["clear_config_keys"]}),
+    ]
+
+    @admin.display(description="Stored values")
+    def stored_configuration(self, obj):
+        from django.utils.html import format_html_join
+
+        from closure.connectors.configuration import key_status
+
+        if not obj or not obj.config_fields:
+            return "Nothing stored."
+        return format_html_join(
+            "",
+            "<div><strong>{}</strong>: {}</div>",
+            ((key, key_status(obj.config_fields, key)) for key in sorted(obj.config_fields)),
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and not self.has_change_permission(request, obj):
+            return self.fieldsets[:3]  # viewers see the public fields and the status only
+        return self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the API's `provider` and is recorded in deliveries and evidence.
+        return [*self.readonly_fields, "name"] if obj is not None else self.readonly_fields
 
     def has_delete_permission(self, request, obj=None):
         return False  # deliveries reference connectors; disable one instead
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # connector_save commits the change and its evidence in its own durable transaction;
+        # the admin's usual outer transaction would nest it.
+        return self._changeform_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
         try:
             saved = connector_save(
                 actor=request.user,
-                name=form.cleaned_data["name"],
+                name=obj.name,
                 kind=form.cleaned_data["kind"],
                 enabled=form.cleaned_data["enabled"],
                 description=form.cleaned_data["description"],
-                private_config=form.private_config(),
+                accepted_counts_as_delivered=form.cleaned_data["accepted_counts_as_delivered"],
+                private_config=form.private_config_value,
             )
         except ServiceError as exc:
             raise ValidationError(exc.detail) from exc
         obj.pk = saved.pk
+        obj.refresh_from_db()

@@ -35,6 +35,15 @@ class MetadataKind(models.TextChoices):
         f"{METADATA_KIND_PREFIX}-final-reporting-operator-runbook-export",
         "Operator runbook export",
     )
+    EVIDENCE_EXPORT = (
+        f"{METADATA_KIND_PREFIX}-final-reporting-evidence-export",
+        "Evidence export",
+    )
+    # An auditor's CSV or JSON Lines export of a filtered admin changelist (closure/admin.py).
+    ADMIN_EXPORT = (
+        f"{METADATA_KIND_PREFIX}-final-reporting-admin-export",
+        "Admin changelist export",
+    )
 
 
 class EventKind(models.TextChoices):
@@ -194,3 +203,28 @@ class SkipReason(models.TextChoices):
     ALREADY_DELIVERED = "already_delivered", "Already delivered"
     NO_LONGER_FAILED = "no_longer_failed", "No longer failed"
     CONNECTOR_DISABLED = "connector_disabled", "Connector disabled"
+
+
+class ReviewDecision(models.TextChoices):
+    """What a closure review concludes about the dashboard it saw."""
+
+    CONFIRM_CLOSED = "confirm_closed", "Confirm the loop is closed"
+    ACCEPT_OPEN_RISKS = "accept_open_risks", "Accept the open risks, with a note on each"
+
+
+class ClosureState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+
+
+# Evidence kinds that record reading, reviewing or exporting the ledger rather than a change
+# to the reporting loop: a closure review still covers the current state after them.
+LEDGER_READ_KINDS = frozenset(
+    {
+        MetadataKind.CLOSURE_REVIEW,
+        MetadataKind.READINESS_SUMMARY,
+        MetadataKind.RUNBOOK_EXPORT,
+        MetadataKind.EVIDENCE_EXPORT,
+        MetadataKind.ADMIN_EXPORT,
+    }
+)

@@ -84,7 +84,10 @@ def demo_load(*, receiver_url: str) -> bool:
         name="exec-webhook",
         kind="webhook",
         description="Executive recovery channel (demo receiver, fails first attempts)",
-        private_config={"url": f"{receiver_url}/flaky", "signing_secret": "whsec_ZGVtby1zZWNyZXQ="},
+        private_config={
+            "url": f"{receiver_url}/flaky",
+            "signing_secret": "whsec_Y2F2cmEtZGVtby1zaWduaW5nLXNlY3JldC0yNGI=",
+        },
     )
     connector_save(
         actor=owner,

@@ -3,58 +3,44 @@
 Every service writes its evidence row through `evidence_append` inside its own transaction, so a
 change and its evidence commit together or not at all. Appends are serialised: on PostgreSQL by a
 transaction-scoped advisory lock, on SQLite by its single writer (IMMEDIATE transactions).
+
+`evidence_verify` walks the chain with `closure.chain.ChainWalker` (the offline bundle verifier
+uses the same code) and checks it against the latest signed checkpoint. docs/evidence.md has
+the whole story.
 """
 
-import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
+from closure import chain
+from closure.chain import GENESIS_HASH, canonical_json, chain_hash, isoformat, sha256_hex
 from closure.choices import MetadataKind
-from closure.models import Evidence
+from closure.models import Evidence, EvidenceCheckpoint
+from closure.signing import trusted_public_keys
 
 SCHEMA_VERSION = "cavra.evidence.metadata.v1"
 PRODUCT = "CAVRA"
-GENESIS_HASH = "0" * 64
 # Arbitrary constant naming the ledger's advisory lock on PostgreSQL.
 EVIDENCE_LOCK_KEY = 0x43415652
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return isoformat(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def isoformat(value: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z suffix and microseconds, the one timestamp format of evidence."""
-    if value is None:
-        return None
-    return value.astimezone(timezone.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTC times: the bytes every hash is taken over."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    ).encode()
-
-
-def sha256_hex(data: bytes | str) -> str:
-    if isinstance(data, str):
-        data = data.encode()
-    return hashlib.sha256(data).hexdigest()
-
-
-def chain_hash(previous_hash: str, payload_sha256: str) -> str:
-    return sha256_hex(previous_hash + payload_sha256)
+__all__ = [
+    "GENESIS_HASH",
+    "ChainVerification",
+    "CheckpointClaim",
+    "EvidenceFilters",
+    "canonical_json",
+    "chain_hash",
+    "evidence_append",
+    "evidence_envelope",
+    "evidence_head",
+    "evidence_verify",
+    "isoformat",
+    "sha256_hex",
+]
 
 
 @dataclass(frozen=True)
@@ -137,6 +123,67 @@ def evidence_envelope(row: Evidence) -> dict:
     }
 
 
+def evidence_head() -> tuple[int, str]:
+    """(sequence, chain_hash) of the newest row; (0, genesis) for an empty ledger."""
+    head = Evidence.objects.order_by("-sequence").values_list("sequence", "chain_hash").first()
+    return head if head else (0, GENESIS_HASH)
+
+
+@dataclass(frozen=True)
+class CheckpointClaim:
+    """What a signed checkpoint asserts, from the database or from a copy kept elsewhere."""
+
+    head_sequence: int
+    row_count: int
+    chain_head: str
+    checkpointed_at: str
+    key_id: str
+    signature: str
+    source: str = "database"
+
+    @classmethod
+    def from_row(cls, row: EvidenceCheckpoint) -> "CheckpointClaim":
+        return cls(
+            head_sequence=row.head_sequence,
+            row_count=row.row_count,
+            chain_head=row.chain_head,
+            checkpointed_at=isoformat(row.checkpointed_at) or "",
+            key_id=row.key_id,
+            signature=row.signature,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str) -> "CheckpointClaim":
+        """From the JSON that `manage.py evidence_checkpoint` prints."""
+        try:
+            return cls(
+                head_sequence=int(data["head_sequence"]),
+                row_count=int(data["row_count"]),
+                chain_head=str(data["chain_head"]),
+                checkpointed_at=str(data["checkpointed_at"]),
+                key_id=str(data["signature"]["key_id"]),
+                signature=str(data["signature"]["value"]),
+                source=source,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: not a checkpoint ({exc})") from exc
+
+    def message(self) -> bytes:
+        return chain.checkpoint_message(
+            head_sequence=self.head_sequence,
+            row_count=self.row_count,
+            chain_head=self.chain_head,
+            checkpointed_at=self.checkpointed_at,
+            key=self.key_id,
+        )
+
+    def signature_ok(self, trusted: dict[str, str]) -> bool:
+        public = trusted.get(self.key_id)
+        if public is None or self.row_count != self.head_sequence:
+            return False
+        return chain.signature_valid(public, self.message(), self.signature)
+
+
 @dataclass(frozen=True)
 class ChainVerification:
     ok: bool
@@ -144,31 +191,104 @@ class ChainVerification:
     head: str
     first_broken_sequence: int | None
     problem: str
+    # One entry per checkpoint checked: the latest stored one first, then any given.
+    checkpoints: tuple[dict, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        stored = [c for c in self.checkpoints if c["source"] == "database"]
+        external = [c for c in self.checkpoints if c["source"] != "database"]
+        body = {
+            "ok": self.ok,
+            "count": self.count,
+            "head": self.head,
+            "first_broken_sequence": self.first_broken_sequence,
+            "problem": self.problem or None,
+            "checkpoint": stored[0] if stored else None,
+        }
+        if external:
+            body["external_checkpoints"] = external
+        return body
 
 
-def evidence_verify(*, chunk_size: int = 2000) -> ChainVerification:
-    """Recompute the whole chain in sequence order, streaming, in constant memory."""
-    previous = GENESIS_HASH
-    expected_sequence = 1
-    count = 0
+def latest_checkpoint() -> EvidenceCheckpoint | None:
+    return EvidenceCheckpoint.objects.order_by("-head_sequence", "-id").first()
+
+
+def evidence_verify(
+    *, chunk_size: int = 2000, external: tuple[CheckpointClaim, ...] = ()
+) -> ChainVerification:
+    """Recompute the whole chain in sequence order, streaming, in constant memory.
+
+    Also checks the latest stored checkpoint (and any `external` copies): its signature must
+    verify under a trusted public key, the row at its head must carry its chain hash, and the
+    chain must reach its head, so cutting off the tail after a checkpoint is detected.
+    """
+    stored = latest_checkpoint()
+    claims = ([CheckpointClaim.from_row(stored)] if stored else []) + list(external)
+    trusted = trusted_public_keys() if claims else {}
+    status = [
+        {
+            "source": claim.source,
+            "head_sequence": claim.head_sequence,
+            "row_count": claim.row_count,
+            "chain_head": claim.chain_head,
+            "checkpointed_at": claim.checkpointed_at,
+            "key_id": claim.key_id,
+            "signature_ok": claim.signature_ok(trusted),
+            "matches_chain": None,
+        }
+        for claim in claims
+    ]
+    # Only a checkpoint with a good signature says anything about the chain.
+    heads: dict[int, list[dict]] = {}
+    for entry in status:
+        if entry["signature_ok"]:
+            heads.setdefault(entry["head_sequence"], []).append(entry)
+
+    walker = chain.ChainWalker()
+    mismatch: tuple[int, str] | None = None
     rows = (
         Evidence.objects.order_by("sequence")
         .values_list("sequence", "payload", "payload_sha256", "previous_hash", "chain_hash")
         .iterator(chunk_size=chunk_size)
     )
     for sequence, payload, payload_sha, previous_hash, row_chain in rows:
-        problem = ""
-        if sequence != expected_sequence:
-            problem = f"sequence gap: expected {expected_sequence}"
-        elif sha256_hex(canonical_json(payload)) != payload_sha:
-            problem = "payload does not match payload_sha256"
-        elif previous_hash != previous:
-            problem = "previous_hash does not match the preceding row"
-        elif chain_hash(previous, payload_sha) != row_chain:
-            problem = "chain_hash does not match"
-        if problem:
-            return ChainVerification(False, count, previous, expected_sequence, problem)
-        previous = row_chain
-        expected_sequence += 1
-        count += 1
-    return ChainVerification(True, count, previous, None, "")
+        if not walker.feed(sequence, payload, payload_sha, previous_hash, row_chain):
+            break
+        for entry in heads.get(sequence, ()):
+            entry["matches_chain"] = entry["chain_head"] == row_chain
+            if not entry["matches_chain"] and mismatch is None:
+                mismatch = (
+                    sequence,
+                    f"chain_hash differs from the signed checkpoint of "
+                    f"{entry['checkpointed_at']} at sequence {sequence}",
+                )
+        if mismatch:
+            break
+
+    def result(sequence: int | None, problem: str) -> ChainVerification:
+        return ChainVerification(
+            sequence is None, walker.count, walker.head, sequence, problem, tuple(status)
+        )
+
+    if walker.broken:
+        return result(walker.broken.sequence, walker.broken.problem)
+    if mismatch:
+        return result(*mismatch)
+    for entry in sorted(status, key=lambda e: e["head_sequence"]):
+        if not entry["signature_ok"]:
+            return result(
+                entry["head_sequence"],
+                f"the checkpoint at sequence {entry['head_sequence']} ({entry['source']}) is "
+                f"not signed by a trusted key",
+            )
+    for entry in sorted(status, key=lambda e: e["head_sequence"]):
+        if entry["head_sequence"] > walker.count:
+            entry["matches_chain"] = False
+            return result(
+                walker.count + 1,
+                f"the chain ends at sequence {walker.count}, but the signed checkpoint of "
+                f"{entry['checkpointed_at']} covers up to sequence {entry['head_sequence']}: "
+                f"the tail was cut off",
+            )
+    return result(None, "")

@@ -17,6 +17,8 @@ VIEW_ALL = [
         "workerrun",
         "executionrecord",
         "evidence",
+        "evidencecheckpoint",
+        "closurereview",
     )
 ]
 
@@ -41,8 +43,12 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 }
 
 
-def sync_roles(group_model, permission_model) -> None:
-    """Create the groups and set exactly their permissions (idempotent)."""
+def sync_roles(group_model, permission_model, *, strict: bool = True) -> None:
+    """Create the groups and set exactly their permissions (idempotent).
+
+    `strict=False` (for migrations) grants only the permissions that exist yet: a model added by
+    a later migration gets its permissions granted by that migration.
+    """
     for name, codenames in ROLE_PERMISSIONS.items():
         group, _ = group_model.objects.get_or_create(name=name)
         permissions = list(
@@ -51,6 +57,6 @@ def sync_roles(group_model, permission_model) -> None:
             )
         )
         missing = set(codenames) - {p.codename for p in permissions}
-        if missing:
+        if missing and strict:
             raise RuntimeError(f"permissions missing for role {name}: {sorted(missing)}")
         group.permissions.set(permissions)

@@ -15,7 +15,7 @@ from django.db.models import (
     When,
     Window,
 )
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from closure.choices import (
@@ -57,16 +57,36 @@ def _refs_with_total(queryset) -> tuple[int, list]:
     return (rows[0].total if rows else 0), rows
 
 
-def unacknowledged_deliveries():
-    """Delivered deliveries whose report is not yet acknowledged/resolved on that connector."""
-    closing_ack = Acknowledgement.objects.filter(
+def _closing_ack():
+    return Acknowledgement.objects.filter(
         health=OuterRef("alert__health"),
         connector=OuterRef("connector"),
         state__in=CLOSING_ACK_STATES,
     )
-    return AlertDelivery.objects.filter(status=DeliveryStatus.DELIVERED).filter(
-        ~Exists(closing_ack)
+
+
+def unacknowledged_deliveries():
+    """Delivered deliveries whose report is not yet acknowledged/resolved on that connector.
+
+    An `accepted` delivery counts as delivered when its connector says so
+    (`accepted_counts_as_delivered`); `reached_at` is when it got there.
+    """
+    reached = Q(status=DeliveryStatus.DELIVERED) | Q(
+        status=DeliveryStatus.ACCEPTED, connector__accepted_counts_as_delivered=True
     )
+    return (
+        AlertDelivery.objects.filter(reached)
+        .filter(~Exists(_closing_ack()))
+        .annotate(reached_at=Coalesce("delivered_at", "last_attempt_at"))
+    )
+
+
+def unconfirmed_deliveries():
+    """Accepted deliveries (a Teams 202) on connectors that do not count that as delivered,
+    with no acknowledgement on that connector yet: nobody knows whether the alert arrived."""
+    return AlertDelivery.objects.filter(
+        status=DeliveryStatus.ACCEPTED, connector__accepted_counts_as_delivered=False
+    ).filter(~Exists(_closing_ack()))
 
 
 def _risk(code, severity, count, summary, refs, action) -> dict:
@@ -130,22 +150,28 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
         **{status: Count("pk", filter=Q(status=status)) for status in DeliveryStatus.values},
         failed_open=Count("pk", filter=Q(status=DeliveryStatus.FAILED) | stuck),
         unacknowledged=Count("pk", filter=Q(pk__in=unacknowledged_deliveries().values("pk"))),
+        unconfirmed=Count("pk", filter=Q(pk__in=unconfirmed_deliveries().values("pk"))),
     )
     failed_total = delivery_counts.pop("failed_open")
     exhausted_total = delivery_counts[DeliveryStatus.EXHAUSTED]
     ack_total = delivery_counts.pop("unacknowledged")
+    unconfirmed_total = delivery_counts.pop("unconfirmed")
 
     # 3. Up to MAX_REFS public IDs of each open delivery group, oldest first, in one query.
     failed_refs: list[str] = []
     exhausted_refs: list[str] = []
-    if failed_total or exhausted_total:
+    unconfirmed_refs: list[str] = []
+    if failed_total or exhausted_total or unconfirmed_total:
         group = Case(
             When(status=DeliveryStatus.EXHAUSTED, then=Value("exhausted")),
+            When(status=DeliveryStatus.ACCEPTED, then=Value("unconfirmed")),
             default=Value("failed"),
         )
         ranked = (
             AlertDelivery.objects.filter(
-                Q(status__in=[DeliveryStatus.FAILED, DeliveryStatus.EXHAUSTED]) | stuck
+                Q(status__in=[DeliveryStatus.FAILED, DeliveryStatus.EXHAUSTED])
+                | stuck
+                | Q(pk__in=unconfirmed_deliveries().values("pk"))
             )
             .annotate(
                 group=group,
@@ -155,8 +181,13 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
             .order_by("created_at", "id")
             .values_list("group", "delivery_id")
         )
+        refs_by_group = {
+            "failed": failed_refs,
+            "exhausted": exhausted_refs,
+            "unconfirmed": unconfirmed_refs,
+        }
         for group_name, delivery_id in ranked:
-            (exhausted_refs if group_name == "exhausted" else failed_refs).append(delivery_id)
+            refs_by_group[group_name].append(delivery_id)
     if failed_total:
         risks.append(
             _risk(
@@ -182,6 +213,20 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
                 exhausted_refs,
                 f"Retry by hand (POST {A}/deliveries/{{delivery_id}}/retry) or waive with a "
                 f"reason (POST {A}/deliveries/{{delivery_id}}/waive).",
+            )
+        )
+    if unconfirmed_total:
+        risks.append(
+            _risk(
+                "executive_retry_health_alert_delivery_unconfirmed",
+                Severity.WARNING,
+                unconfirmed_total,
+                f"{_count(unconfirmed_total, 'alert delivery was', 'alert deliveries were')} "
+                f"accepted by the connector (202) but not confirmed as delivered.",
+                unconfirmed_refs,
+                f"Confirm receipt and record it (POST {A}/{{health_id}}/acknowledgements), "
+                f"retry by hand or waive; or, if the connector's workflow is trusted, set "
+                f"'accepted counts as delivered' on the connector in the admin.",
             )
         )
 
@@ -235,12 +280,12 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
     if ack_total:
         ack_rows = list(
             unacknowledged_deliveries()
-            .order_by("delivered_at", "id")
-            .values("delivery_id", "delivered_at")[:MAX_REFS]
+            .order_by("reached_at", "id")
+            .values("delivery_id", "reached_at")[:MAX_REFS]
         )
         ack_refs = [row["delivery_id"] for row in ack_rows]
         sla = settings.CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES
-        oldest = ack_rows[0]["delivered_at"]
+        oldest = ack_rows[0]["reached_at"]
         breached = oldest < now - timedelta(minutes=sla)
         risks.append(
             _risk(

@@ -226,6 +226,7 @@ class Worker:
             **counts,
             "selected_retry_count": len(selected),
             "delivered_count": 0,
+            "accepted_count": 0,
             "failed_count": 0,
             "skipped_count": 0,
         }
@@ -410,14 +411,17 @@ class Worker:
                         self.on_result(result)
         statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
         delivered = statuses.count(ExecutionStatus.DELIVERED)
+        # Taken by the connector but not confirmed (a Teams 202): not a failure of the run.
+        accepted = statuses.count(ExecutionStatus.ACCEPTED)
         failed = statuses.count(ExecutionStatus.FAILED)
-        skipped_count = len(results) - delivered - failed
+        skipped_count = len(results) - delivered - accepted - failed
         summary = {
             "retryable_count": plan.retryable_count,
             "waiting_retry_count": plan.waiting_count,
             "suppressed_retry_count": plan.suppressed_count,
             "selected_retry_count": len(results),
             "delivered_count": delivered,
+            "accepted_count": accepted,
             "failed_count": failed,
             "skipped_count": skipped_count,
             "stopped_early": stopped,
@@ -426,7 +430,7 @@ class Worker:
             run = WorkerRun.objects.select_for_update().get(pk=run.pk)
             evidence = self._finish_run(
                 run,
-                status=_run_status(delivered, failed, skipped_count, len(results)),
+                status=_run_status(delivered + accepted, failed, skipped_count, len(results)),
                 summary=summary,
                 selected=[r.decision for r in results],
             )

@@ -196,3 +196,91 @@ def due_retry(operator, report, webhook):
     plan = make_retry_plan(actor=operator, alert_level="critical")
     make_decision(plan=plan, delivery=delivery, next_retry_at=an_hour_ago + timedelta(minutes=15))
     return plan
+
+
+# -- connectors: a network spy with a fake resolver, mail servers, a superuser ---------------
+# (added with tests/test_connector_kinds.py, tests/test_destination_policy.py,
+# tests/test_connector_config.py and tests/test_secret_canary.py)
+
+
+class NetworkSpy:
+    """Every name resolution and socket connect made during a test (both still happen for
+    real), plus `fake_dns`: names answered with chosen addresses, as a hostile resolver would."""
+
+    def __init__(self) -> None:
+        self.resolved: list[str] = []
+        self.connects: list = []
+        self.fake_dns: dict[str, list[str]] = {}
+
+
+@pytest.fixture
+def network_spy(monkeypatch):
+    import socket
+
+    spy = NetworkSpy()
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        spy.resolved.append(host)
+        if host in spy.fake_dns:
+            return [
+                (
+                    socket.AF_INET6 if ":" in address else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    socket.IPPROTO_TCP,
+                    "",
+                    (address, port, 0, 0) if ":" in address else (address, port),
+                )
+                for address in spy.fake_dns[host]
+            ]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def connect(sock, address):
+        spy.connects.append(address)
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return spy
+
+
+def use_smtp_server(settings, host: str, port: int, *, timeout: int = 5) -> None:
+    """Point the default mailer at a real SMTP server (the suite otherwise uses locmem)."""
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": host, "port": port, "timeout": timeout},
+        }
+    }
+
+
+@pytest.fixture
+def superuser(roles):
+    return make_user("sam", is_superuser=True, is_staff=True)
+
+
+# -- evidence ledger, exports, closure reviews and readiness -------------------------------------
+# (added with tests/test_evidence_ledger.py, tests/test_evidence_export.py,
+# tests/test_closure_reviews.py and tests/test_release_readiness.py)
+
+
+@pytest.fixture
+def evidence_key(settings) -> str:
+    """A fresh Ed25519 evidence signing key in the settings; returns its public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from closure import chain
+
+    key = Ed25519PrivateKey.generate()
+    settings.CAVRA_EVIDENCE_SIGNING_KEY = chain.private_key_to_b64(key)
+    settings.CAVRA_EVIDENCE_TRUSTED_PUBLIC_KEYS = []
+    return chain.public_key_b64(key)
+
+
+@pytest.fixture
+def closed_loop(operator):
+    """A fresh healthy health report and nothing else: the closure dashboard is closed."""
+    from tests.factories import make_health_report
+
+    return make_health_report(actor=operator, alert_level="healthy")

@@ -234,3 +234,47 @@ def make_evidence(*, kind, session_id: str, signer: str, now=None, **filters):
             filters=EvidenceFilters(**filters),
             now=now,
         )
+
+
+# -- connectors of every kind (added with the connector tests) --------------------------------
+
+
+def whsec(nbytes: int = 24) -> str:
+    """A fresh Standard Webhooks secret."""
+    import base64
+    import secrets
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(nbytes)).decode()
+
+
+def routing_key() -> str:
+    """A fresh 32-character PagerDuty integration key."""
+    import secrets
+
+    return secrets.token_hex(16)
+
+
+def make_kind_connector(kind: str, name: str, url: str = "", **config) -> Connector:
+    """A connector of `kind` aimed at `url` (PagerDuty: its events URL; e-mail: no URL)."""
+    if kind == "pagerduty":
+        return make_connector(
+            name,
+            kind=kind,
+            routing_key=config.pop("routing_key", None) or routing_key(),
+            events_url=url,
+            **config,
+        )
+    if kind == "email":
+        config.setdefault("recipients", ["exec-team@example.com"])
+        return make_connector(name, kind=kind, **config)
+    return make_connector(name, url, kind=kind, **config)
+
+
+# -- closure reviews (added with tests/test_closure_reviews.py) --------------------------------
+
+
+def make_closure_review(*, actor, decision: str = "confirm_closed", **notes):
+    """A review recorded through the service, so it has its snapshot and its evidence."""
+    from closure.services.reviews import closure_review_create
+
+    return closure_review_create(actor=actor, decision=decision, risk_notes=notes or None)

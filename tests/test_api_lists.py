@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from closure.choices import MetadataKind
-from closure.evidence import GENESIS_HASH
+from closure.connectors.secrets import field_fingerprint
+from closure.evidence import GENESIS_HASH, isoformat
 from closure.models import Connector, Evidence
 from tests.conftest import A, assert_invalid, assert_problem, client_for, closure_counts
 from tests.factories import (
@@ -730,9 +731,21 @@ def test_connectors_list_and_detail_never_show_private_configuration(reader, ope
         "kind": "slack",
         "enabled": True,
         "description": "",
+        "accepted_counts_as_delivered": False,
         "config_set": True,
         "config_fingerprint": connector.config_fingerprint,
         "config_changed_at": iso(connector.config_changed_at).replace("+00:00", "Z"),
+        "config_fields": {
+            key: {
+                "fingerprint": field_fingerprint(key, value),
+                "changed_at": isoformat(connector.config_changed_at),
+            }
+            for key, value in {
+                "url": secret_url,
+                "token": token,
+                "signing_secret": signing_key,
+            }.items()
+        },
         "created_at": iso(connector.created_at),
     }
     assert len(connector.config_fingerprint) == 12
@@ -752,6 +765,7 @@ def test_evidence_verify_of_empty_ledger(reader):
         "head": GENESIS_HASH,
         "first_broken_sequence": None,
         "problem": None,
+        "checkpoint": None,
     }
 
 
@@ -772,6 +786,7 @@ def test_evidence_verify_returns_ok_count_and_head(reader, operator):
         "head": head.chain_hash,
         "first_broken_sequence": None,
         "problem": None,
+        "checkpoint": None,
     }
     assert head.sequence == 3
     assert closure_counts() == before
@@ -804,4 +819,5 @@ def test_evidence_verify_reports_the_first_broken_sequence(reader, operator):
         "head": second.chain_hash,
         "first_broken_sequence": 3,
         "problem": "payload does not match payload_sha256",
+        "checkpoint": None,
     }

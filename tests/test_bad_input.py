@@ -846,7 +846,8 @@ def test_waive_or_retry_of_unrecoverable_delivery_is_409(
         code="delivery_not_recoverable",
         title="Conflict",
         detail=(
-            f"only failed or exhausted deliveries can be {verb}; {delivery.delivery_id} is {status}"
+            f"only failed, exhausted or accepted deliveries can be {verb}; "
+            f"{delivery.delivery_id} is {status}"
         ),
     )
     assert closure_counts() == before

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from closure.api import urls as api_urls
 from closure.choices import MetadataKind
 from closure.models import AlertDelivery, ApiToken, Evidence, HealthReport, RetryDecision
+from closure.selectors import closure_dashboard
 from tests.conftest import (
     PROBLEM_CONTENT_TYPE,
     PROBLEM_TYPE_BASE,
@@ -29,6 +30,7 @@ from tests.conftest import (
 from tests.factories import (
     make_acknowledgement,
     make_alert,
+    make_closure_review,
     make_decision,
     make_delivery,
     make_event,
@@ -85,6 +87,8 @@ def api_routes() -> list[Route]:
 ROUTES = api_routes()
 # The API's own router index lists links and no data: any authenticated user may read it.
 INDEX = {"api-root"}
+# POSTs an auditor may make: exporting evidence and the operator runbook.
+AUDITOR_EXPORTS = {"evidence-export", "runbook-export"}
 # Names every enumeration must contain; more may appear as the API grows.
 KNOWN_ROUTES = {
     "delivery-events",
@@ -100,6 +104,13 @@ KNOWN_ROUTES = {
     "closure-dashboard",
     "api-root",
     "evidence-verify",
+    "closure-reviews",
+    "closure-review-detail",
+    "release-readiness",
+    "runbook-export",
+    "evidence-export",
+    "evidence-public-key",
+    "evidence-checkpoints",
     *(
         f"{model}-{kind}"
         for model in (
@@ -131,6 +142,11 @@ def records(operator, report, failed_delivery, offline_webhook):
     run = make_worker_run(actor=operator, retry_plan=plan)
     execution = failed_delivery.executions.get()
     evidence = make_evidence(kind=MetadataKind.HEALTH, session_id=report.health_id, signer="olivia")
+    review = make_closure_review(
+        actor=operator,
+        decision="accept_open_risks",
+        **dict.fromkeys(closure_dashboard()["open_items"], "accepted for the test"),
+    )
     assert decision.status == "pending"
     return {
         "event_id": event.event_id,
@@ -143,6 +159,7 @@ def records(operator, report, failed_delivery, offline_webhook):
         "run_id": run.run_id,
         "execution_id": execution.execution_id,
         "sequence": str(evidence.sequence),
+        "review_id": review.review_id,
         "format": "json",
     }
 
@@ -297,8 +314,13 @@ def test_auditor_cannot_post_any_action(auditor, records):
     client = client_for(auditor)
     before = closure_counts()
 
-    # when the auditor posts to every action
-    posts = [(name, url) for name, method, url in route_urls(records) if method == "POST"]
+    # when the auditor posts to every action (but the exports, which are an auditor's job:
+    # tests/test_evidence_export.py and tests/test_release_readiness.py)
+    posts = [
+        (name, url)
+        for name, method, url in route_urls(records)
+        if method == "POST" and name not in AUDITOR_EXPORTS
+    ]
     answers = {name: call(client, "POST", url) for name, url in posts}
 
     # then every one is refused, and nothing was written

@@ -26,3 +26,17 @@ def requires(*perms: str) -> type[BasePermission]:
 
     Required.__name__ = "Requires_" + "_".join(p.split(".")[-1] for p in perms)
     return Required
+
+
+def requires_any(*perms: str) -> type[BasePermission]:
+    """A permission class that needs an authenticated user holding at least one of `perms`."""
+
+    class RequiredAny(BasePermission):
+        message = f"You need one of the permissions {', '.join(perms)}."
+
+        def has_permission(self, request, view):
+            user = request.user
+            return bool(user and user.is_authenticated and any(user.has_perm(p) for p in perms))
+
+    RequiredAny.__name__ = "RequiresAny_" + "_".join(p.split(".")[-1] for p in perms)
+    return RequiredAny

@@ -229,9 +229,12 @@ class ConnectorSerializer(serializers.ModelSerializer):
             "kind",
             "enabled",
             "description",
+            "accepted_counts_as_delivered",
             "config_set",
             "config_fingerprint",
             "config_changed_at",
+            # Per key: its keyed fingerprint and when it changed; never a value.
+            "config_fields",
             "created_at",
         ]
 

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from closure.api import views
+from closure.api import evidence_views, final_reporting, views
 
 B = "runtime/go-pilot/rollback-drill-notifications/acknowledgements/audit-delivery"
 R = f"{B}/recovery-executive-report"
@@ -52,6 +52,44 @@ urlpatterns = [
         f"{B}/final-reporting-closure-dashboard",
         views.ClosureDashboardView.as_view(),
         name="closure-dashboard",
+    ),
+    # Closure reviews, release readiness and the runbook export (closure/api/final_reporting.py).
+    path(
+        f"{B}/final-reporting-closure-reviews",
+        final_reporting.ClosureReviewView.as_view(),
+        name="closure-reviews",
+    ),
+    path(
+        f"{B}/final-reporting-closure-reviews/<str:review_id>",
+        final_reporting.ClosureReviewDetailView.as_view(),
+        name="closure-review-detail",
+    ),
+    path(
+        f"{B}/final-reporting-release-readiness",
+        final_reporting.ReleaseReadinessView.as_view(),
+        name="release-readiness",
+    ),
+    path(
+        f"{B}/final-reporting-operator-runbook-export",
+        final_reporting.RunbookExportView.as_view(),
+        name="runbook-export",
+    ),
+    # The ledger's export, public key and checkpoints (closure/api/evidence_views.py); before
+    # the router, whose evidence detail route would otherwise take these names as sequences.
+    path(
+        "api/v1/evidence/export/",
+        evidence_views.EvidenceExportView.as_view(),
+        name="evidence-export",
+    ),
+    path(
+        "api/v1/evidence/public-key/",
+        evidence_views.EvidencePublicKeyView.as_view(),
+        name="evidence-public-key",
+    ),
+    path(
+        "api/v1/evidence/checkpoints/",
+        evidence_views.EvidenceCheckpointListView.as_view(),
+        name="evidence-checkpoints",
     ),
     path("api/v1/", include(router.urls)),
 ]

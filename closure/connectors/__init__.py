@@ -3,15 +3,35 @@
 import logging
 
 from closure.choices import ConnectorKind, ErrorClass
-from closure.connectors.base import AlertMessage, ConnectorKindHandler, SendOutcome
+from closure.connectors.base import (
+    AlertMessage,
+    ConnectorConfigInvalid,
+    ConnectorKindHandler,
+    SendOutcome,
+)
+from closure.connectors.email import EmailConnector
+from closure.connectors.pagerduty import PagerDutyConnector
 from closure.connectors.secrets import ConnectorConfigError
+from closure.connectors.slack import SlackConnector
+from closure.connectors.teams import TeamsConnector
 from closure.connectors.webhook import WebhookConnector
 
 logger = logging.getLogger(__name__)
 
 HANDLERS: dict[str, ConnectorKindHandler] = {
     ConnectorKind.WEBHOOK: WebhookConnector(),
+    ConnectorKind.SLACK: SlackConnector(),
+    ConnectorKind.TEAMS: TeamsConnector(),
+    ConnectorKind.EMAIL: EmailConnector(),
+    ConnectorKind.PAGERDUTY: PagerDutyConnector(),
 }
+
+
+def config_clean(kind: str, config: dict) -> dict:
+    """Validate and normalise a private configuration for `kind`; raises ConnectorConfigInvalid."""
+    if not isinstance(config, dict):
+        raise ConnectorConfigInvalid({"config": ["Must be an object."]})
+    return HANDLERS[kind].clean_config(config)
 
 
 def send_alert(connector, *, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
@@ -34,8 +54,8 @@ def send_alert(connector, *, message: AlertMessage, timeout_seconds: float) -> S
     try:
         return handler.send(config=config, message=message, timeout_seconds=timeout_seconds)
     except Exception as exc:
-        # A defect in one handler must not abort a run; the type alone is logged, never the
-        # message, which could quote configuration.
+        # A defect in one handler must not abort a run. Only the type is logged: the message
+        # and the traceback's locals could quote the configuration.
         logger.error("connector %s raised %s", connector.name, type(exc).__name__)
         return SendOutcome(
             delivered=False,
@@ -44,4 +64,11 @@ def send_alert(connector, *, message: AlertMessage, timeout_seconds: float) -> S
         )
 
 
-__all__ = ["AlertMessage", "SendOutcome", "send_alert"]
+__all__ = [
+    "HANDLERS",
+    "AlertMessage",
+    "ConnectorConfigInvalid",
+    "SendOutcome",
+    "config_clean",
+    "send_alert",
+]

@@ -1,63 +1,114 @@
 """Generic webhook: a JSON POST signed per the Standard Webhooks scheme.
 
 `webhook-id` is the delivery's public ID, identical for every attempt of one delivery, so a
-receiver can de-duplicate retries. The signature is `v1,` + base64(HMAC-SHA256(secret,
-"{webhook-id}.{webhook-timestamp}.{body}")), where the secret is the base64 part of `whsec_…`.
+receiver can de-duplicate retries. Each signature is `v1,` + base64(HMAC-SHA256(key,
+"{webhook-id}.{webhook-timestamp}.{body}")), where the key is the base64-decoded part of the
+`whsec_…` secret. During a rotation the connector holds two secrets (`signing_secrets`, newest
+first) and sends one signature per secret, space-separated, so a receiver that knows either
+the old or the new secret accepts the request.
 """
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
 
-from closure.choices import ErrorClass
 from closure.connectors import http
-from closure.connectors.base import AlertMessage, SendOutcome, request_fingerprint
+from closure.connectors.base import (
+    AlertMessage,
+    SendOutcome,
+    config_error,
+    request_fingerprint,
+)
+from closure.connectors.validation import ConfigCheck
 from closure.evidence import canonical_json
+
+# The newest secret and the one it replaces; more would only widen the window for a leaked key.
+MAX_SIGNING_SECRETS = 2
+# Standard Webhooks asks for 24 to 64 random bytes; shorter keys are refused when configured.
+MIN_KEY_BYTES = 24
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_…` secret; raises ValueError when it is not valid base64."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("signing secret is not valid base64") from exc
+    return key
 
 
 def sign(secret: str, *, msg_id: str, timestamp: int, body: bytes) -> str:
-    key = base64.b64decode(secret.removeprefix("whsec_"))
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signing_secrets(config: dict) -> list[str]:
+    """The secrets to sign with, newest first (`signing_secret` is the one-secret spelling)."""
+    secrets = config.get("signing_secrets")
+    if secrets:
+        return list(secrets)
+    return [config["signing_secret"]] if config.get("signing_secret") else []
 
 
 class WebhookConnector:
+    config_keys = ("url", "signing_secrets", "signing_secret")
+
+    def clean_config(self, config: dict) -> dict:
+        check = ConfigCheck(config, self.config_keys)
+        check.url("url", required=True)
+        secrets = config.get("signing_secrets")
+        if secrets is None and config.get("signing_secret"):
+            secrets = [config["signing_secret"]]
+        if secrets:
+            if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
+                check.add("signing_secrets", "Must be a list of whsec_… secrets.")
+            elif len(secrets) > MAX_SIGNING_SECRETS:
+                check.add(
+                    "signing_secrets",
+                    f"At most {MAX_SIGNING_SECRETS} secrets (the new one and the previous one).",
+                )
+            else:
+                for position, secret in enumerate(secrets, start=1):
+                    try:
+                        key = signing_key(secret)
+                    except ValueError as exc:
+                        check.add("signing_secrets", f"Secret {position}: {exc}.")
+                        continue
+                    if len(key) < MIN_KEY_BYTES:
+                        check.add(
+                            "signing_secrets",
+                            f"Secret {position}: shorter than {MIN_KEY_BYTES} bytes.",
+                        )
+                check.cleaned["signing_secrets"] = list(dict.fromkeys(secrets))
+        return check.result()
+
     def send(self, *, config: dict, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
         url = config.get("url")
         if not isinstance(url, str) or not url:
-            return SendOutcome(
-                delivered=False,
-                error_class=ErrorClass.CONFIG_ERROR,
-                error_detail="webhook connector has no url",
-            )
+            return config_error("webhook connector has no url")
         body = canonical_json(message.payload)
         timestamp = int(time.time())
         headers = {
-            "Content-Type": "application/json",
             "webhook-id": message.delivery_id,
             "webhook-timestamp": str(timestamp),
         }
-        secret = config.get("signing_secret")
-        if secret:
+        secrets = signing_secrets(config)
+        if secrets:
             try:
-                headers["webhook-signature"] = sign(
-                    secret, msg_id=message.delivery_id, timestamp=timestamp, body=body
+                headers["webhook-signature"] = " ".join(
+                    sign(secret, msg_id=message.delivery_id, timestamp=timestamp, body=body)
+                    for secret in secrets
                 )
             except (ValueError, TypeError):
-                return SendOutcome(
-                    delivered=False,
-                    error_class=ErrorClass.CONFIG_ERROR,
-                    error_detail="webhook signing secret is not valid base64",
-                )
-        result = http.post(
-            url,
-            body=body,
-            headers=headers,
-            connect_timeout=min(5.0, timeout_seconds),
-            total_timeout=timeout_seconds,
-        )
+                return config_error("webhook signing secret is not valid base64")
+        result = http.post_json(url, body=body, headers=headers, timeout_seconds=timeout_seconds)
         delivered = result.status is not None and 200 <= result.status < 300
         return SendOutcome.from_http(
-            result, fingerprint=request_fingerprint(message, body), delivered=delivered
+            result,
+            fingerprint=request_fingerprint(message, body),
+            delivered=delivered,
+            config=config,
         )

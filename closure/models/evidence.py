@@ -10,18 +10,59 @@ class EvidenceImmutableError(Exception):
     """Raised on any attempt to change or remove an evidence row."""
 
 
-class EvidenceQuerySet(models.QuerySet):
+class AppendOnlyQuerySet(models.QuerySet):
+    """Refuses every bulk change: `update()`, `delete()`, `bulk_update()`, and upserts."""
+
+    noun = "rows"
+
     def update(self, **kwargs):
-        raise EvidenceImmutableError("evidence rows are never updated")
+        raise EvidenceImmutableError(f"{self.noun} are never updated")
+
+    def _update(self, values):
+        # Model.save() of an existing row ends here (through the base manager).
+        raise EvidenceImmutableError(f"{self.noun} are never updated")
 
     def delete(self):
-        raise EvidenceImmutableError("evidence rows are never deleted")
+        raise EvidenceImmutableError(f"{self.noun} are never deleted")
+
+    def _raw_delete(self, using):
+        raise EvidenceImmutableError(f"{self.noun} are never deleted")
 
     def bulk_update(self, objs, fields, batch_size=None):
-        raise EvidenceImmutableError("evidence rows are never updated")
+        raise EvidenceImmutableError(f"{self.noun} are never updated")
+
+    def bulk_create(self, objs, *args, update_conflicts=False, **kwargs):
+        if update_conflicts:
+            raise EvidenceImmutableError(f"{self.noun} are never updated")
+        return super().bulk_create(objs, *args, update_conflicts=update_conflicts, **kwargs)
 
 
-class Evidence(models.Model):
+class EvidenceQuerySet(AppendOnlyQuerySet):
+    noun = "evidence rows"
+
+
+class AppendOnlyModel(models.Model):
+    """A row that is inserted once and never changed or removed through the ORM."""
+
+    # How errors name the rows ("evidence rows are never updated").
+    append_only_noun = "rows"
+
+    class Meta:
+        abstract = True
+
+    def save(self, **kwargs):
+        if not self._state.adding or kwargs.get("force_update") or kwargs.get("update_fields"):
+            raise EvidenceImmutableError(f"{self.append_only_noun} are never updated")
+        # Always an INSERT: a new instance carrying an existing primary key must fail on the
+        # unique key, never overwrite the stored row.
+        kwargs["force_insert"] = True
+        super().save(**kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise EvidenceImmutableError(f"{self.append_only_noun} are never deleted")
+
+
+class Evidence(AppendOnlyModel):
     """One evidence-worthy change, chained to the one before it.
 
     `payload` is the public-safe envelope; `payload_sha256` hashes its canonical JSON and
@@ -48,11 +89,14 @@ class Evidence(models.Model):
     previous_hash = models.CharField(max_length=64)
     chain_hash = models.CharField(max_length=64, unique=True)
 
+    append_only_noun = "evidence rows"
     objects = EvidenceQuerySet.as_manager()
 
     class Meta:
         ordering = ["-sequence"]
         verbose_name_plural = "evidence"
+        # Related lookups and Model.save() go through the base manager: make it the guarded one.
+        base_manager_name = "objects"
         permissions = [
             ("export_evidence", "Can export and verify evidence"),
             ("review_closure", "Can record a closure review"),
@@ -72,10 +116,44 @@ class Evidence(models.Model):
     def __str__(self) -> str:
         return f"#{self.sequence} {self.metadata_kind}"
 
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise EvidenceImmutableError("evidence rows are never updated")
-        super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
-        raise EvidenceImmutableError("evidence rows are never deleted")
+class EvidenceCheckpointQuerySet(AppendOnlyQuerySet):
+    noun = "evidence checkpoints"
+
+
+class EvidenceCheckpoint(AppendOnlyModel):
+    """A signed statement of the chain's head: sequence, row count, head hash and time.
+
+    The Ed25519 signature covers `closure.chain.checkpoint_message(...)` of these fields. A
+    verifier trusts it only under a configured public key (never the one stored here, which is
+    kept for reference), so rewriting the chain and its checkpoints needs the private key.
+    """
+
+    head_sequence = models.PositiveBigIntegerField()
+    row_count = models.PositiveBigIntegerField()
+    chain_head = models.CharField(max_length=64)
+    checkpointed_at = models.DateTimeField()
+    key_id = models.CharField(max_length=16)
+    public_key = models.CharField(max_length=44)
+    signature = models.CharField(max_length=88)
+
+    append_only_noun = "evidence checkpoints"
+    objects = EvidenceCheckpointQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-head_sequence", "-id"]
+        base_manager_name = "objects"
+        constraints = [
+            # The chain is gap-free, so a head at sequence N covers exactly N rows.
+            models.CheckConstraint(
+                condition=models.Q(row_count=models.F("head_sequence")),
+                name="evidence_checkpoint_count_is_head",
+            ),
+        ]
+        indexes = [
+            # The latest checkpoint, read by every verification.
+            models.Index(fields=["-head_sequence", "-id"], name="evidence_checkpoint_head_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.head_sequence} ({self.key_id})"

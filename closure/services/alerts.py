@@ -8,10 +8,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from closure.choices import (
+    ACK_KEEPS_DELIVERY_STATUSES,
     CLOSING_ACK_STATES,
     OPEN_DECISION_STATUSES,
     RECOVERABLE_DELIVERY_STATUSES,
-    TERMINAL_DELIVERY_STATUSES,
     DecisionStatus,
     DeliveryStatus,
     ExecutionTrigger,
@@ -97,8 +97,15 @@ class AlertSendResult:
 
     @property
     def success(self) -> bool:
+        """Every delivery reached its connector: delivered, or accepted where the connector
+        counts an accepted alert as delivered."""
         return bool(self.attempts) and all(
-            delivery.status == DeliveryStatus.DELIVERED for delivery, _ in self.attempts
+            delivery.status == DeliveryStatus.DELIVERED
+            or (
+                delivery.status == DeliveryStatus.ACCEPTED
+                and delivery.connector.accepted_counts_as_delivered
+            )
+            for delivery, _ in self.attempts
         )
 
 
@@ -258,7 +265,7 @@ def acknowledgement_create(
             lock_pending_decisions(delivery_qs.values("pk"))
             open_deliveries = list(
                 delivery_qs.select_for_update(of=("self",))
-                .exclude(status__in=TERMINAL_DELIVERY_STATUSES)
+                .exclude(status__in=ACK_KEEPS_DELIVERY_STATUSES)
                 .order_by("pk")
             )
             suppressed = [d for d in open_deliveries if not d.lease_is_held(now)]
@@ -318,7 +325,7 @@ def _delivery_locked(delivery_id: str) -> AlertDelivery:
 def _require_recoverable(delivery: AlertDelivery, action: str, now) -> None:
     if delivery.status not in RECOVERABLE_DELIVERY_STATUSES:
         raise Conflict(
-            f"only failed or exhausted deliveries can be {action}; "
+            f"only failed, exhausted or accepted deliveries can be {action}; "
             f"{delivery.delivery_id} is {delivery.status}",
             code="delivery_not_recoverable",
         )

@@ -256,9 +256,18 @@ def attempt_record(*, claim: ClaimedAttempt, outcome: SendOutcome, actor) -> Exe
             if claim.decision_pk
             else None
         )
-        status = ExecutionStatus.DELIVERED if outcome.delivered else ExecutionStatus.FAILED
+        if outcome.delivered:
+            status = ExecutionStatus.DELIVERED
+        elif outcome.accepted:
+            status = ExecutionStatus.ACCEPTED
+        else:
+            status = ExecutionStatus.FAILED
+        # An accepted attempt reached a working connector: it keeps the circuit closed.
         circuit_record(
-            connector=delivery.connector, delivered=outcome.delivered, actor=actor, now=now
+            connector=delivery.connector,
+            delivered=outcome.delivered or outcome.accepted,
+            actor=actor,
+            now=now,
         )
         record = _write_execution(
             delivery=delivery,
@@ -283,6 +292,8 @@ def attempt_record(*, claim: ClaimedAttempt, outcome: SendOutcome, actor) -> Exe
         if delivery.status != DeliveryStatus.SUPPRESSED:
             if outcome.delivered:
                 update.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
+            elif outcome.accepted:
+                update.update(status=DeliveryStatus.ACCEPTED)
             else:
                 update.update(status=DeliveryStatus.FAILED)
         retry_after = outcome.retry_after_seconds

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
@@ -21,6 +22,9 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         receiver = DemoReceiver(receiver_port).start()
         loaded = demo_load(receiver_url=receiver.url)
+        if settings.CAVRA_CONNECTORS_FILE:
+            # Connectors of the deployment's own file join the demo's two webhooks.
+            call_command("bootstrap_connectors", user="owner", file=settings.CAVRA_CONNECTORS_FILE)
         token = demo_token()
         base = f"http://127.0.0.1:{port}"
         self.stdout.write(

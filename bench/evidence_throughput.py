@@ -1,0 +1,316 @@
+"""Evidence verify and export throughput on PostgreSQL, with peak memory.
+
+Builds its own database (dropped and re-created), fills the ledger with N evidence rows of
+realistic size (bulk COPY with hashes precomputed in Python, so building a million rows takes
+about a minute, not hours), then runs each operation as its own process and measures its wall
+time and peak resident memory (ru_maxrss of that process):
+
+- verify:      `manage.py verify_evidence` (streams the whole chain, checks the checkpoint)
+- checkpoint:  `manage.py evidence_checkpoint` (verifies, then signs the head)
+- export:      `manage.py export_evidence` as JSON Lines, then as CSV, then as the ZIP the API
+               streams, and a 10 % slice (to show peak memory does not grow with rows)
+- offline:     `python -m closure.verify_export` on the JSON Lines bundle (no database)
+
+    .venv/bin/python bench/evidence_throughput.py                 # 1,000,000 rows
+    .venv/bin/python bench/evidence_throughput.py --rows 100000
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KINDS = [
+    "go-backend-rollback-drill-acknowledgement-audit-delivery-recovery-executive-report-delivery-"
+    + suffix
+    for suffix in (
+        "retry-health",
+        "retry-health-alert-plan",
+        "retry-health-alert-delivery",
+        "retry-health-alert-ack",
+        "retry-health-alert-delivery-retry-plan",
+        "retry-health-alert-delivery-retry-worker-run",
+        "retry-health-alert-delivery-retry-execution-record",
+    )
+]
+COLUMNS = (
+    "sequence, metadata_kind, session_id, created_at, signer, health_id, provider, "
+    "execution_status, dry_run, decision_count, blocked_count, approval_required_count, payload, "
+    "payload_sha256, previous_hash, chain_hash"
+)
+
+
+def recreate_database(base_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base_url}/{name}"
+
+
+def build_rows(count: int) -> float:
+    """COPY `count` chained rows into the ledger; returns the seconds it took."""
+    from django.db import connection
+
+    from closure.chain import GENESIS_HASH, canonical_json, isoformat
+
+    rng = random.Random(42)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    previous = GENESIS_HASH
+    started = time.perf_counter()
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY closure_evidence ({COLUMNS}) FROM STDIN") as copy,
+    ):
+        for sequence in range(1, count + 1):
+            kind = KINDS[sequence % len(KINDS)]
+            created = start + timedelta(seconds=sequence * 3)
+            health_id = f"gordackexecdeliveryhealth-{sequence // 50:016x}"
+            provider = f"exec-webhook-{sequence % 20:02d}"
+            status = rng.choice(["delivered", "failed", "skipped", ""])
+            session_id = f"gordackexechealthalertexec-{sequence:016x}"
+            subject = {
+                "execution_id": session_id,
+                "execution_status": status,
+                "executed_at": isoformat(created),
+                "executed_by": "bench-operator",
+                "health_id": health_id,
+                "alert_id": f"gordackexechealthalert-{sequence // 5:016x}",
+                "delivery_id": f"gordackexechealthalertdelivery-{sequence // 2:016x}",
+                "provider": provider,
+                "attempt_number": 1 + sequence % 3,
+                "trigger": "retry",
+                "http_status": 200 if status == "delivered" else 503,
+                "error_class": "" if status == "delivered" else "http_5xx",
+                "latency_ms": rng.randint(20, 900),
+                "request_fingerprint": hashlib.sha256(b"r%d" % sequence).hexdigest(),
+                "response_sha256": hashlib.sha256(b"s%d" % sequence).hexdigest(),
+            }
+            payload = {
+                "schema_version": "cavra.evidence.metadata.v1",
+                "product": "CAVRA",
+                "metadata_kind": kind,
+                "session_id": session_id,
+                "created_at": isoformat(created),
+                "signer": "bench-operator",
+                "decision_count": 1,
+                "blocked_count": int(status == "failed"),
+                "approval_required_count": 0,
+                "health_id": health_id,
+                "provider": provider,
+                "execution_status": status,
+                "dry_run": False,
+                "subject": subject,
+            }
+            text = canonical_json(payload)
+            payload_sha = hashlib.sha256(text).hexdigest()
+            row_chain = hashlib.sha256((previous + payload_sha).encode()).hexdigest()
+            copy.write_row(
+                (
+                    sequence,
+                    kind,
+                    session_id,
+                    created,
+                    "bench-operator",
+                    health_id,
+                    provider,
+                    status,
+                    False,
+                    1,
+                    int(status == "failed"),
+                    0,
+                    text.decode(),
+                    payload_sha,
+                    previous,
+                    row_chain,
+                )
+            )
+            previous = row_chain
+    elapsed = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE closure_evidence")
+    return elapsed
+
+
+# Runs a command in this interpreter and records its peak resident memory (VmHWM) at exit.
+# ru_maxrss of a child would include the parent's memory at fork time, so it is not used.
+PEAK_WRAPPER = """
+import atexit, runpy, sys
+
+def record_peak(path=sys.argv[1]):
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM:")).split()[1]
+    with open(path, "w") as out:
+        out.write(peak)
+
+atexit.register(record_peak)
+target = sys.argv[2:]
+if target[0] == "-m":
+    sys.argv = target[1:]
+    runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = target
+    runpy.run_path(target[0], run_name="__main__")
+"""
+
+
+def measure(argv: list[str], env: dict) -> tuple[float, float, str]:
+    """Run one command in its own process; (seconds, peak RSS in MiB, stdout)."""
+    with tempfile.NamedTemporaryFile() as peak_file:
+        started = time.perf_counter()
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, "-c", PEAK_WRAPPER, peak_file.name, *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        peak_kib = int(Path(peak_file.name).read_text() or 0)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-800:]}")
+    return elapsed, peak_kib / 1024, done.stdout.decode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--base-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--database", default="cavra_evid_bench")
+    parser.add_argument("--keep", action="store_true", help="keep the database and bundles")
+    args = parser.parse_args()
+
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    url = recreate_database(args.base_url, args.database)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "cavra.settings",
+        "CAVRA_ALLOW_INSECURE_DEV_KEY": "1",
+        "CAVRA_EVIDENCE_SIGNING_KEY": base64.b64encode(raw).decode(),
+        "CAVRA_CONNECTOR_KEYS": Fernet.generate_key().decode(),
+    }
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    auditor = get_user_model().objects.create_user("bench-auditor")
+    auditor.groups.add(Group.objects.get(name="auditors"))
+
+    rows = args.rows
+    build_seconds = build_rows(rows)
+    print(f"rows: {rows:,}")
+    print(
+        f"build (COPY, hashes precomputed): {build_seconds:.1f} s, "
+        f"{rows / build_seconds:,.0f} rows/s"
+    )
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('closure_evidence'))")
+        print(f"table size: {cursor.fetchone()[0]}")
+    connection.close()
+
+    manage = ["manage.py"]
+    work = Path(tempfile.mkdtemp(prefix="cavra-evidence-bench-"))
+    results = []
+
+    def run(label: str, argv: list[str], counted: int) -> str:
+        seconds, peak, out = measure(argv, env)
+        results.append((label, counted, seconds, peak))
+        print(
+            f"{label:<28} {seconds:8.1f} s {counted / seconds:>12,.0f} rows/s  "
+            f"peak RSS {peak:7.1f} MiB"
+        )
+        return out
+
+    verified = json.loads(run("verify_evidence", [*manage, "verify_evidence"], rows))
+    assert verified["ok"] and verified["count"] == rows, verified
+    run("evidence_checkpoint", [*manage, "evidence_checkpoint"], rows)
+    verified = json.loads(run("verify (with checkpoint)", [*manage, "verify_evidence"], rows))
+    assert verified["checkpoint"]["matches_chain"] is True, verified
+    user = ["--user", "bench-auditor"]
+    tenth = rows // 10
+    run(
+        "export jsonl (10 % slice)",
+        [
+            *manage,
+            "export_evidence",
+            *user,
+            "--output",
+            str(work / "tenth"),
+            "--sequence-to",
+            str(tenth),
+        ],
+        tenth,
+    )
+    run("export jsonl", [*manage, "export_evidence", *user, "--output", str(work / "jsonl")], rows)
+    run(
+        "export csv",
+        [*manage, "export_evidence", *user, "--output", str(work / "csv"), "--format", "csv"],
+        rows,
+    )
+    run(
+        "export zip (API stream)",
+        [*manage, "export_evidence", *user, "--output", str(work / "b.zip")],
+        rows,
+    )
+    public = json.loads(measure([*manage, "evidence_public_key"], env)[2])["public_key"]
+    offline = run(
+        "verify_export (offline)",
+        [
+            "-m",
+            "closure.verify_export",
+            str(work / "jsonl"),
+            "--public-key",
+            public,
+        ],
+        rows,
+    )
+    assert json.loads(offline)["ok"] is True
+    sizes = {
+        name: (work / name / f"evidence.{fmt}").stat().st_size
+        for name, fmt in (("jsonl", "jsonl"), ("csv", "csv"))
+    }
+    print(
+        f"files: jsonl {sizes['jsonl'] / 2**20:,.0f} MiB, csv {sizes['csv'] / 2**20:,.0f} MiB, "
+        f"zip {(work / 'b.zip').stat().st_size / 2**20:,.0f} MiB"
+    )
+    if args.keep:
+        print(f"kept: database {args.database}, bundles in {work}")
+    else:
+        shutil.rmtree(work)
+        recreate = __import__("psycopg").connect(f"{args.base_url}/postgres", autocommit=True)
+        recreate.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        recreate.close()
+
+
+if __name__ == "__main__":
+    main()

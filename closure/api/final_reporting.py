@@ -1,0 +1,160 @@
+"""API for the end of the loop: closure reviews, release readiness and the runbook export.
+
+Paths under B = /runtime/go-pilot/rollback-drill-notifications/acknowledgements/audit-delivery:
+`POST|GET B/final-reporting-closure-reviews`, `GET B/final-reporting-closure-reviews/{id}`,
+`GET B/final-reporting-release-readiness`, `POST B/final-reporting-operator-runbook-export`.
+"""
+
+import django_filters as filters
+from rest_framework import generics, serializers, status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from closure.api.fields import StrictCharField, StrictSerializer
+from closure.api.permissions import requires, requires_any
+from closure.api.renderers import MarkdownRenderer
+from closure.api.serializers import UsernameField
+from closure.api.views import ActionView, evidence_for
+from closure.choices import ClosureState, MetadataKind, ReviewDecision
+from closure.evidence import evidence_envelope
+from closure.models import ClosureReview
+from closure.readiness import release_readiness
+from closure.services.errors import NotFound
+from closure.services.readiness import runbook_export
+from closure.services.reviews import closure_review_create, closure_review_serialize
+
+# -- serializers and filters --------------------------------------------------------------------
+
+
+class ClosureReviewInputSerializer(StrictSerializer):
+    decision = serializers.ChoiceField(choices=ReviewDecision.choices)
+    # risk code → why the risk is accepted; required for every open risk of accept_open_risks.
+    risk_notes = serializers.DictField(
+        child=StrictCharField(max_length=4000, allow_blank=True), required=False, default=dict
+    )
+    note = StrictCharField(max_length=4000, required=False, allow_blank=True, default="")
+
+
+class RunbookExportInputSerializer(StrictSerializer):
+    """No options: the runbook is built from the current state."""
+
+
+class ClosureReviewSerializer(serializers.ModelSerializer):
+    """A review in a list: everything but the (large) snapshot, which the detail route has."""
+
+    reviewer = UsernameField(read_only=True)
+
+    class Meta:
+        model = ClosureReview
+        fields = [
+            "review_id",
+            "reviewed_at",
+            "reviewer",
+            "decision",
+            "closure_state",
+            "alert_level",
+            "open_items",
+            "risk_notes",
+            "note",
+            "snapshot_sha256",
+        ]
+
+
+class ClosureReviewFilterSet(filters.FilterSet):
+    decision = filters.ChoiceFilter(choices=ReviewDecision.choices)
+    closure_state = filters.ChoiceFilter(choices=ClosureState.choices)
+    reviewer = filters.CharFilter(field_name="reviewer__username")
+    reviewed_after = filters.IsoDateTimeFilter(field_name="reviewed_at", lookup_expr="gte")
+    reviewed_before = filters.IsoDateTimeFilter(field_name="reviewed_at", lookup_expr="lt")
+
+    class Meta:
+        model = ClosureReview
+        fields = ["decision", "closure_state", "reviewer"]
+
+
+# -- views --------------------------------------------------------------------------------------
+
+
+class ClosureReviewView(ActionView, generics.ListAPIView):
+    """`POST` records a review (needs `review_closure`); `GET` lists them, newest first."""
+
+    queryset = ClosureReview.objects.select_related("reviewer").order_by("-reviewed_at", "-id")
+    serializer_class = ClosureReviewSerializer
+    filterset_class = ClosureReviewFilterSet
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [requires("closure.review_closure")()]
+        return [requires("closure.view_closurereview")()]
+
+    def post(self, request):
+        data = self.validated(ClosureReviewInputSerializer)
+        review = closure_review_create(
+            actor=request.user,
+            decision=data["decision"],
+            risk_notes=dict(data["risk_notes"]),
+            note=data["note"],
+        )
+        return Response(
+            {
+                "review": closure_review_serialize(review),
+                "metadata": evidence_for(MetadataKind.CLOSURE_REVIEW, review.review_id),
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ClosureReviewDetailView(ActionView):
+    permission_classes = [requires("closure.view_closurereview")]
+
+    def get(self, request, review_id: str):
+        review = (
+            ClosureReview.objects.select_related("reviewer").filter(review_id=review_id).first()
+        )
+        if review is None:
+            raise NotFound(f"closure review {review_id!r} does not exist")
+        return Response(
+            {
+                "review": closure_review_serialize(review),
+                "metadata": evidence_for(MetadataKind.CLOSURE_REVIEW, review.review_id),
+            }
+        )
+
+
+class ReleaseReadinessView(ActionView):
+    """No side effects: reads the dashboard, the latest review and the evidence chain."""
+
+    permission_classes = [
+        requires("closure.view_healthreport", "closure.view_alertdelivery", "closure.view_evidence")
+    ]
+
+    def get(self, request):
+        return Response(release_readiness())
+
+
+class RunbookExportView(ActionView):
+    """Records the readiness summary and the runbook export as evidence; answers JSON, or the
+    runbook as a Markdown attachment with `?format=markdown` or `Accept: text/markdown`."""
+
+    permission_classes = [
+        requires("closure.view_evidence"),
+        requires_any("closure.review_closure", "closure.export_evidence"),
+    ]
+    renderer_classes = [JSONRenderer, MarkdownRenderer]
+
+    def post(self, request):
+        self.validated(RunbookExportInputSerializer)
+        export = runbook_export(actor=request.user)
+        return Response(
+            {
+                "runbook": export.runbook,
+                "readiness": export.readiness,
+                "markdown_sha256": export.runbook_evidence.payload["subject"]["markdown_sha256"],
+                "metadata": evidence_envelope(export.runbook_evidence),
+                "readiness_metadata": evidence_envelope(export.readiness_evidence),
+                "downloads": {"markdown": f"{request.path}?format=markdown"},
+                "actor": self.actor(),
+            },
+            status=status.HTTP_201_CREATED,
+        )

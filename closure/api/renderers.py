@@ -1,0 +1,37 @@
+"""Renderers for the downloads: the runbook as Markdown, and the evidence bundle's ZIP.
+
+Errors reach a client that asked for one of these as problem JSON all the same.
+"""
+
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+
+from closure.readiness import runbook_markdown
+
+
+class MarkdownRenderer(BaseRenderer):
+    """`?format=markdown` or `Accept: text/markdown`: the runbook as a Markdown attachment."""
+
+    media_type = "text/markdown"
+    format = "markdown"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        response = (renderer_context or {}).get("response")
+        if isinstance(data, dict) and "runbook" in data and not getattr(response, "exception", 0):
+            if response is not None:
+                response["Content-Disposition"] = (
+                    f'attachment; filename="{data["runbook"]["runbook_id"]}.md"'
+                )
+            return runbook_markdown(data["runbook"]).encode()
+        return JSONRenderer().render(data, accepted_media_type, renderer_context)
+
+
+class ZipRenderer(BaseRenderer):
+    """Lets `Accept: application/zip` through content negotiation; the body itself is a
+    streamed response, so only errors are ever rendered here (as problem JSON)."""
+
+    media_type = "application/zip"
+    format = "zip"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data, accepted_media_type, renderer_context)

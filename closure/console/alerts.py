@@ -1,0 +1,321 @@
+"""Console pages for alerts, their deliveries and acknowledgements."""
+
+from django.contrib import messages
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+
+from closure.api.filtersets import (
+    AcknowledgementFilterSet,
+    AlertDeliveryFilterSet,
+    HealthAlertFilterSet,
+)
+from closure.choices import RECOVERABLE_DELIVERY_STATUSES, DeliveryStatus, MetadataKind
+from closure.console import charts, selectors
+from closure.console.forms import AcknowledgementForm, AlertSendForm, ManualRetryForm, WaiveForm
+from closure.console.views import (
+    INVALID,
+    console_view,
+    filtered_page,
+    plural,
+    safe_next,
+    service_call,
+)
+from closure.models import Acknowledgement, AlertDelivery, Evidence, ExecutionRecord, HealthAlert
+from closure.services.alerts import (
+    acknowledgement_create,
+    delivery_retry_now,
+    delivery_waive,
+    health_alert_send,
+)
+
+
+def _send_summary(result) -> str:
+    statuses = [delivery.status for delivery, _ in result.attempts]
+    parts = [
+        f"{statuses.count(DeliveryStatus.DELIVERED)} delivered",
+        f"{statuses.count(DeliveryStatus.FAILED)} failed",
+    ]
+    if statuses.count(DeliveryStatus.ACCEPTED):
+        parts.append(f"{statuses.count(DeliveryStatus.ACCEPTED)} accepted (not confirmed)")
+    suppressed = result.alert.suppressed_providers
+    parts.append(
+        f"{len(suppressed)} suppressed"
+        + (
+            f" ({', '.join(s['provider'] + ': ' + s['reason'] for s in suppressed)})"
+            if suppressed
+            else ""
+        )
+    )
+    return f"Alert sent to {plural(len(statuses), 'connector')}: {', '.join(parts)}."
+
+
+@console_view(get="closure.view_healthalert", post="closure.add_healthalert")
+def alert_list(request):
+    """GET: the alert history. POST: send a health report's alert."""
+    form = AlertSendForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.validated
+            result, status = service_call(
+                form,
+                lambda: health_alert_send(
+                    actor=request.user,
+                    health_id=data["health_id"] or None,
+                    provider=data["provider"],
+                    force=data["force"],
+                    suppression_window_minutes=data["suppression_window_minutes"],
+                ),
+            )
+            if result is not None and result.alert is None:
+                form.add_error(
+                    "force",
+                    "Not sent: the health report is healthy. Tick force to send it anyway.",
+                )
+                status = INVALID
+            elif result is not None:
+                messages.success(request, _send_summary(result))
+                return redirect("console:alert-detail", alert_id=result.alert.alert_id)
+        else:
+            status = INVALID
+    context = filtered_page(
+        request,
+        HealthAlertFilterSet,
+        HealthAlert.objects.select_related("health", "created_by")
+        .prefetch_related(
+            Prefetch("deliveries", queryset=AlertDelivery.objects.order_by("provider", "id"))
+        )
+        .order_by("-created_at", "-id"),
+    )
+    return render(
+        request,
+        "closure/console/alert_list.html",
+        {**context, "form": form, "nav": "alerts"},
+        status=status,
+    )
+
+
+@console_view(get="closure.view_healthalert")
+def alert_detail(request, alert_id: str):
+    alert = get_object_or_404(
+        HealthAlert.objects.select_related("health", "created_by"), alert_id=alert_id
+    )
+    deliveries = list(alert.deliveries.select_related("connector").order_by("provider", "id"))
+    counts = dict.fromkeys(DeliveryStatus.values, 0)
+    for delivery in deliveries:
+        counts[delivery.status] += 1
+    return render(
+        request,
+        "closure/console/alert_detail.html",
+        {
+            "alert": alert,
+            "deliveries": deliveries,
+            "counts": counts,
+            "acknowledgements": alert.acknowledgements.select_related("acknowledged_by").order_by(
+                "-acknowledged_at", "-id"
+            ),
+            "nav": "alerts",
+        },
+    )
+
+
+@console_view(get="closure.view_alertdelivery")
+def delivery_list(request):
+    """The deliveries, with the two charts drawn from the same filtered set."""
+    context = filtered_page(
+        request,
+        AlertDeliveryFilterSet,
+        AlertDelivery.objects.select_related("alert__health").order_by("-created_at", "-id"),
+    )
+    span = request.GET.get("span") if request.GET.get("span") in selectors.SPANS else "24h"
+    filtered = context["filterset"].qs if context["filterset"].is_valid() else None
+    executions = ExecutionRecord.objects.all()
+    if filtered is not None:
+        executions = executions.filter(delivery__in=filtered.values("pk"))
+    timeline = charts.attempts_timeline_chart(
+        selectors.attempts_over_time(executions, span=span), span=span
+    )
+    histogram = charts.attempts_per_delivery_chart(
+        selectors.attempts_per_delivery(
+            filtered if filtered is not None else AlertDelivery.objects.none()
+        )
+    )
+    params = request.GET.copy()
+    params.pop("span", None)
+    params.pop("page", None)
+    return render(
+        request,
+        "closure/console/delivery_list.html",
+        {
+            **context,
+            "timeline": timeline,
+            "histogram": histogram,
+            "span": span,
+            "span_query": params.urlencode(),
+            "nav": "deliveries",
+        },
+    )
+
+
+def _delivery_context(request, delivery, *, waive_form=None, retry_form=None) -> dict:
+    recoverable = delivery.status in RECOVERABLE_DELIVERY_STATUSES
+    user = request.user
+    return {
+        "delivery": delivery,
+        "executions": delivery.executions.select_related("worker_run", "executed_by").order_by(
+            "attempt_number", "id"
+        ),
+        "decisions": delivery.decisions.select_related("plan").order_by("-id")[:20],
+        "recoverable": recoverable,
+        "waive_form": (waive_form or WaiveForm())
+        if recoverable and user.has_perm("closure.waive_delivery")
+        else None,
+        "retry_form": (retry_form or ManualRetryForm())
+        if recoverable and delivery.connector.enabled and user.has_perm("closure.execute_retry")
+        else None,
+        "nav": "deliveries",
+    }
+
+
+def _delivery(delivery_id: str) -> AlertDelivery:
+    return get_object_or_404(
+        AlertDelivery.objects.select_related("alert__health", "connector"), delivery_id=delivery_id
+    )
+
+
+@console_view(get="closure.view_alertdelivery")
+def delivery_detail(request, delivery_id: str):
+    delivery = _delivery(delivery_id)
+    return render(
+        request, "closure/console/delivery_detail.html", _delivery_context(request, delivery)
+    )
+
+
+@console_view(get="closure.view_alertdelivery", post="closure.waive_delivery")
+def delivery_waive_view(request, delivery_id: str):
+    """POST: close a failed or exhausted delivery without delivering it, with a reason."""
+    delivery = _delivery(delivery_id)
+    if request.method == "GET":
+        return redirect("console:delivery-detail", delivery_id=delivery_id)
+    form = WaiveForm(request.POST)
+    status = INVALID
+    if form.is_valid():
+        waived, status = service_call(
+            form,
+            lambda: delivery_waive(
+                actor=request.user, delivery_id=delivery_id, reason=form.validated["reason"]
+            ),
+        )
+        if waived is not None:
+            messages.success(
+                request,
+                f"Delivery {waived.delivery_id} waived: now {waived.status} "
+                f"({waived.suppression_reason}). Nothing was sent.",
+            )
+            return redirect(
+                safe_next(request, reverse("console:delivery-detail", args=[delivery_id]))
+            )
+    return render(
+        request,
+        "closure/console/delivery_detail.html",
+        _delivery_context(request, delivery, waive_form=form),
+        status=status,
+    )
+
+
+@console_view(get="closure.view_alertdelivery", post="closure.execute_retry")
+def delivery_retry_view(request, delivery_id: str):
+    """POST: retry one failed or exhausted delivery by hand, now (one connector call)."""
+    delivery = _delivery(delivery_id)
+    if request.method == "GET":
+        return redirect("console:delivery-detail", delivery_id=delivery_id)
+    form = ManualRetryForm(request.POST)
+    status = INVALID
+    if form.is_valid():
+        outcome, status = service_call(
+            form,
+            lambda: delivery_retry_now(
+                actor=request.user,
+                delivery_id=delivery_id,
+                timeout_seconds=form.validated["timeout_seconds"],
+            ),
+        )
+        if outcome is not None:
+            retried, record = outcome
+            sent = 1 if record and record.execution_status != "skipped" else 0
+            detail = (
+                f"attempt {record.attempt_number} {record.execution_status}"
+                + (f" ({record.error_class})" if record.error_class else "")
+                if record
+                else "no attempt recorded"
+            )
+            messages.success(
+                request,
+                f"Manual retry: {sent} sent, {detail}; the delivery is now {retried.status}.",
+            )
+            return redirect(
+                safe_next(request, reverse("console:delivery-detail", args=[delivery_id]))
+            )
+    return render(
+        request,
+        "closure/console/delivery_detail.html",
+        _delivery_context(request, delivery, retry_form=form),
+        status=status,
+    )
+
+
+@console_view(get="closure.view_acknowledgement", post="closure.acknowledge_alert")
+def acknowledgement_list(request):
+    """GET: the acknowledgements. POST: record a recipient's acknowledgement."""
+    initial = {key: request.GET[key] for key in ("health_id", "provider") if request.GET.get(key)}
+    form = AcknowledgementForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.validated
+            ack, status = service_call(
+                form,
+                lambda: acknowledgement_create(
+                    actor=request.user,
+                    health_id=data["health_id"],
+                    provider=data["provider"],
+                    state=data["acknowledgement_state"],
+                    external_ref=data["external_ref"],
+                    notes=data["notes"],
+                ),
+            )
+            if ack is not None:
+                evidence = Evidence.objects.filter(
+                    metadata_kind=MetadataKind.ALERT_ACK, session_id=ack.ack_id
+                ).first()
+                suppressed = (
+                    evidence.payload["subject"]["suppressed_delivery_ids"] if evidence else []
+                )
+                messages.success(
+                    request,
+                    f"Acknowledgement recorded: {ack.state} on {ack.provider} for "
+                    f"{ack.health.health_id}; "
+                    f"{plural(len(suppressed), 'open delivery', 'open deliveries')} closed.",
+                )
+                return redirect(safe_next(request, reverse("console:acknowledgement-list")))
+        else:
+            status = INVALID
+    context = filtered_page(
+        request,
+        AcknowledgementFilterSet,
+        Acknowledgement.objects.select_related("alert", "health", "acknowledged_by").order_by(
+            "-acknowledged_at", "-id"
+        ),
+    )
+    return render(
+        request,
+        "closure/console/acknowledgement_list.html",
+        {
+            **context,
+            "form": form if request.user.has_perm("closure.acknowledge_alert") else None,
+            "next": safe_next(request, ""),
+            "nav": "acknowledgements",
+        },
+        status=status,
+    )

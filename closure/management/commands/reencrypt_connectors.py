@@ -1,0 +1,42 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from closure.connectors.secrets import newest_key_decrypts
+from closure.models import Connector
+from closure.services.connectors import connectors_reencrypt
+from closure.services.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every connector's private configuration with the newest key of "
+        "CAVRA_CONNECTOR_KEYS (run after prepending a new key; then the old keys can go)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user", required=True, help="the account the evidence is signed by")
+
+    def handle(self, *args, user, **options):
+        try:
+            actor = get_user_model().objects.get(username=user)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"no user named {user!r}") from None
+        if not actor.has_perm("closure.change_connector"):
+            raise CommandError(f"{actor.username} lacks the change_connector permission")
+        try:
+            names = connectors_reencrypt(actor=actor)
+        except ServiceError as exc:
+            raise CommandError(exc.detail) from None
+        stale = [
+            c.name
+            for c in Connector.objects.exclude(config_ciphertext="").only(
+                "name", "config_ciphertext"
+            )
+            if not newest_key_decrypts(c.config_ciphertext)
+        ]
+        if stale:
+            raise CommandError(f"still not on the newest key: {', '.join(stale)}")
+        self.stdout.write(
+            f"re-encrypted {len(names)} connector(s) with the newest key"
+            + (f": {', '.join(names)}" if names else "")
+        )
