@@ -3,8 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+# The schema is generated with the production settings (HTTPS on: the `__Host-` session cookie)
+# and one database backend (integer ranges in it come from the backend).
+SCHEMA_ENV := DJANGO_SETTINGS_MODULE=cavra.settings CAVRA_HTTPS=1 CAVRA_ALLOW_INSECURE_DEV_KEY=1 DATABASE_URL=sqlite://:memory:
 
-.PHONY: demo test test-postgres test-all lint install clean
+.PHONY: demo test test-postgres test-all lint install clean openapi openapi-check check-deploy audit serve
 
 $(VENV)/.installed: pyproject.toml
 	@interpreter=$$(scripts/find-python) || exit 1; \
@@ -33,6 +36,29 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	CAVRA_ALLOW_INSECURE_DEV_KEY=1 $(PY) manage.py makemigrations --check --dry-run
+
+## Regenerate the committed OpenAPI schema (openapi.yaml) from the code.
+openapi: install
+	$(SCHEMA_ENV) $(PY) manage.py spectacular --file openapi.yaml --validate --fail-on-warn
+
+## Fail if openapi.yaml differs from what the code generates, or does not validate.
+openapi-check: install
+	@mkdir -p var
+	$(SCHEMA_ENV) $(PY) manage.py spectacular --file var/openapi.generated.yaml --validate --fail-on-warn
+	diff -u openapi.yaml var/openapi.generated.yaml
+
+## Django's deployment checks with production settings (fails on any warning).
+check-deploy: install
+	PY=$(PY) scripts/check-deploy
+
+## Known vulnerabilities in the installed dependencies (see docs/deployment.md).
+audit: install
+	$(PY) scripts/audit_dependencies.py
+
+## Production-style serving on 127.0.0.1:8000: gunicorn + whitenoise (needs the env of docs/deployment.md).
+serve: install
+	$(PY) manage.py collectstatic --noinput -v0
+	$(VENV)/bin/gunicorn -c cavra/gunicorn.conf.py cavra.wsgi
 
 clean:
 	rm -rf $(VENV) var

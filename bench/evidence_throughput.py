@@ -1,18 +1,20 @@
 """Evidence verify and export throughput on PostgreSQL, with peak memory.
 
-Builds its own database (dropped and re-created), fills the ledger with N evidence rows of
-realistic size (bulk COPY with hashes precomputed in Python, so building a million rows takes
-about a minute, not hours), then runs each operation as its own process and measures its wall
-time and peak resident memory (ru_maxrss of that process):
+Builds its own database (dropped and re-created), fills the ledger with N chained evidence rows
+of realistic size (one COPY, hashes computed in Python: a minute or two for a million rows),
+then runs each operation as its own process, several rounds, and prints the median wall time,
+rows per second and peak resident memory (VmHWM of that process):
 
+- reference:   a bare psycopg streaming read of the same columns in sequence order that hashes
+               each payload and chain link; no JSON parsing, no Django. The floor for verify.
 - verify:      `manage.py verify_evidence` (streams the whole chain, checks the checkpoint)
 - checkpoint:  `manage.py evidence_checkpoint` (verifies, then signs the head)
-- export:      `manage.py export_evidence` as JSON Lines, then as CSV, then as the ZIP the API
-               streams, and a 10 % slice (to show peak memory does not grow with rows)
+- export:      `manage.py export_evidence` as JSON Lines, a 10 % slice of it (peak memory must
+               not grow with the rows), CSV, and the ZIP the API streams
 - offline:     `python -m closure.verify_export` on the JSON Lines bundle (no database)
 
-    .venv/bin/python bench/evidence_throughput.py                 # 1,000,000 rows
-    .venv/bin/python bench/evidence_throughput.py --rows 100000
+    .venv/bin/python bench/evidence_throughput.py                 # 1,000,000 rows, 3 rounds
+    .venv/bin/python bench/evidence_throughput.py --rows 100000 --rounds 1
 """
 
 import argparse
@@ -22,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,12 +68,22 @@ def build_rows(count: int) -> float:
     """COPY `count` chained rows into the ledger; returns the seconds it took."""
     from django.db import connection
 
-    from closure.chain import GENESIS_HASH, canonical_json, isoformat
+    from closure.chain import GENESIS_HASH, canonical_json, isoformat, orjson
+
+    def encode(payload: dict) -> bytes:
+        # These payloads hold no floats, so orjson's sorted output is their canonical JSON
+        # (and verify_evidence below proves every row).
+        if orjson is not None:
+            return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        return canonical_json(payload)
 
     rng = random.Random(42)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     previous = GENESIS_HASH
     started = time.perf_counter()
+    with connection.cursor() as cursor:
+        # One COPY of the whole ledger outlasts the application's statement timeout.
+        cursor.execute("SET statement_timeout = 0")
     with (
         connection.cursor() as cursor,
         cursor.copy(f"COPY closure_evidence ({COLUMNS}) FROM STDIN") as copy,
@@ -115,7 +128,7 @@ def build_rows(count: int) -> float:
                 "dry_run": False,
                 "subject": subject,
             }
-            text = canonical_json(payload)
+            text = encode(payload)
             payload_sha = hashlib.sha256(text).hexdigest()
             row_chain = hashlib.sha256((previous + payload_sha).encode()).hexdigest()
             copy.write_row(
@@ -166,6 +179,27 @@ else:
     runpy.run_path(target[0], run_name="__main__")
 """
 
+REFERENCE_QUERY = (
+    "SELECT sequence, payload::text, payload_sha256, previous_hash, chain_hash "
+    "FROM closure_evidence ORDER BY sequence"
+)
+
+
+def reference_read(url: str) -> None:
+    """The floor: stream the rows as verify does and hash each payload's text and chain link,
+    without parsing or re-encoding any JSON (so it proves nothing)."""
+    import psycopg
+
+    count, digest = 0, hashlib.sha256()
+    with psycopg.connect(url) as conn, conn.cursor() as cursor:
+        for _sequence, payload, payload_sha, previous, _chain in cursor.stream(
+            REFERENCE_QUERY, size=2000
+        ):
+            digest.update(hashlib.sha256(payload.encode()).digest())
+            hashlib.sha256((previous + payload_sha).encode()).hexdigest()
+            count += 1
+    print(json.dumps({"count": count, "digest": digest.hexdigest()}))
+
 
 def measure(argv: list[str], env: dict) -> tuple[float, float, str]:
     """Run one command in its own process; (seconds, peak RSS in MiB, stdout)."""
@@ -188,10 +222,15 @@ def measure(argv: list[str], env: dict) -> tuple[float, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each timed operation")
     parser.add_argument("--base-url", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--database", default="cavra_evid_bench")
-    parser.add_argument("--keep", action="store_true", help="keep the database and bundles")
+    parser.add_argument("--database", default="cavra_bench_evidence")
+    parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--reference", help=argparse.SUPPRESS)  # internal: the reference read
     args = parser.parse_args()
+    if args.reference:
+        reference_read(args.reference)
+        return
 
     from cryptography.fernet import Fernet
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -208,7 +247,7 @@ def main() -> None:
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "cavra.settings",
-        "CAVRA_ALLOW_INSECURE_DEV_KEY": "1",
+        "DJANGO_DEBUG": "1",
         "CAVRA_EVIDENCE_SIGNING_KEY": base64.b64encode(raw).decode(),
         "CAVRA_CONNECTOR_KEYS": Fernet.generate_key().decode(),
     }
@@ -219,6 +258,9 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
+    from django.db import connection
+
+    from closure import chain
 
     call_command("migrate", verbosity=0)
     auditor = get_user_model().objects.create_user("bench-auditor")
@@ -226,90 +268,89 @@ def main() -> None:
 
     rows = args.rows
     build_seconds = build_rows(rows)
-    print(f"rows: {rows:,}")
-    print(
-        f"build (COPY, hashes precomputed): {build_seconds:.1f} s, "
-        f"{rows / build_seconds:,.0f} rows/s"
-    )
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('closure_evidence'))")
-        print(f"table size: {cursor.fetchone()[0]}")
+        table_size = cursor.fetchone()[0]
     connection.close()
+    print(f"rows: {rows:,} (table {table_size}); rounds: {args.rounds}")
+    print(f"orjson fast path: {'on' if chain.orjson else 'off'}")
+    print(f"build (one COPY, hashes in Python): {build_seconds:.1f} s")
+    print(f"{'operation':<26} {'median s':>9} {'rows/s':>10} {'MiB/s':>7} {'peak RSS':>9}")
 
-    manage = ["manage.py"]
     work = Path(tempfile.mkdtemp(prefix="cavra-evidence-bench-"))
-    results = []
+    medians: dict[str, float] = {}
 
-    def run(label: str, argv: list[str], counted: int) -> str:
-        seconds, peak, out = measure(argv, env)
-        results.append((label, counted, seconds, peak))
+    def run(label: str, argv: list[str], counted: int, *, rounds: int = 1, output=None) -> str:
+        timings, peaks, out = [], [], ""
+        for _ in range(rounds):
+            if output is not None:
+                shutil.rmtree(output, ignore_errors=True)
+                Path(output).unlink(missing_ok=True)
+            seconds, peak, out = measure(argv, env)
+            timings.append(seconds)
+            peaks.append(peak)
+        seconds = statistics.median(timings)
+        medians[label] = counted / seconds
+        size = ""
+        if output is not None:
+            data = Path(output)
+            if data.is_dir():
+                data = next(data.glob("evidence.*"))
+            size = f"{data.stat().st_size / 2**20 / seconds:7.1f}"
         print(
-            f"{label:<28} {seconds:8.1f} s {counted / seconds:>12,.0f} rows/s  "
-            f"peak RSS {peak:7.1f} MiB"
+            f"{label:<26} {seconds:9.1f} {counted / seconds:>10,.0f} {size:>7} "
+            f"{max(peaks):7.1f} MiB"
         )
         return out
 
-    verified = json.loads(run("verify_evidence", [*manage, "verify_evidence"], rows))
+    reference = json.loads(
+        run(
+            "reference (psycopg read)",
+            [str(Path(__file__).resolve()), "--reference", url],
+            rows,
+            rounds=args.rounds,
+        )
+    )
+    assert reference["count"] == rows, reference
+    verified = json.loads(run("verify_evidence", ["manage.py", "verify_evidence"], rows,
+                              rounds=args.rounds))  # fmt: skip
     assert verified["ok"] and verified["count"] == rows, verified
-    run("evidence_checkpoint", [*manage, "evidence_checkpoint"], rows)
-    verified = json.loads(run("verify (with checkpoint)", [*manage, "verify_evidence"], rows))
+    run("evidence_checkpoint", ["manage.py", "evidence_checkpoint"], rows)
+    verified = json.loads(run("verify (with checkpoint)", ["manage.py", "verify_evidence"], rows))
     assert verified["checkpoint"]["matches_chain"] is True, verified
-    user = ["--user", "bench-auditor"]
+
+    def export(name: str, *extra: str) -> list[str]:
+        return ["manage.py", "export_evidence", "--user", "bench-auditor", "--output",
+                str(work / name), "--through-sequence", str(rows), *extra]  # fmt: skip
+
     tenth = rows // 10
-    run(
-        "export jsonl (10 % slice)",
-        [
-            *manage,
-            "export_evidence",
-            *user,
-            "--output",
-            str(work / "tenth"),
-            "--sequence-to",
-            str(tenth),
-        ],
-        tenth,
-    )
-    run("export jsonl", [*manage, "export_evidence", *user, "--output", str(work / "jsonl")], rows)
-    run(
-        "export csv",
-        [*manage, "export_evidence", *user, "--output", str(work / "csv"), "--format", "csv"],
-        rows,
-    )
-    run(
-        "export zip (API stream)",
-        [*manage, "export_evidence", *user, "--output", str(work / "b.zip")],
-        rows,
-    )
-    public = json.loads(measure([*manage, "evidence_public_key"], env)[2])["public_key"]
+    run("export jsonl (10 % slice)", export("tenth", "--sequence-to", str(tenth)), tenth,
+        output=work / "tenth")  # fmt: skip
+    run("export jsonl", export("jsonl"), rows, rounds=args.rounds, output=work / "jsonl")
+    run("export csv", export("csv", "--format", "csv"), rows, output=work / "csv")
+    run("export zip (API stream)", export("b.zip"), rows, output=work / "b.zip")
+    public = json.loads(measure(["manage.py", "evidence_public_key"], env)[2])["public_key"]
     offline = run(
         "verify_export (offline)",
-        [
-            "-m",
-            "closure.verify_export",
-            str(work / "jsonl"),
-            "--public-key",
-            public,
-        ],
+        ["-m", "closure.verify_export", str(work / "jsonl"), "--public-key", public],
         rows,
     )
-    assert json.loads(offline)["ok"] is True
-    sizes = {
-        name: (work / name / f"evidence.{fmt}").stat().st_size
-        for name, fmt in (("jsonl", "jsonl"), ("csv", "csv"))
-    }
+    assert json.loads(offline)["ok"] is True, offline
+    jsonl = (work / "jsonl" / "evidence.jsonl").stat().st_size
+    csv_size = (work / "csv" / "evidence.csv").stat().st_size
     print(
-        f"files: jsonl {sizes['jsonl'] / 2**20:,.0f} MiB, csv {sizes['csv'] / 2**20:,.0f} MiB, "
-        f"zip {(work / 'b.zip').stat().st_size / 2**20:,.0f} MiB"
+        f"files: jsonl {jsonl:,} bytes, csv {csv_size:,} bytes, "
+        f"zip {(work / 'b.zip').stat().st_size:,} bytes"
     )
-    if args.keep:
-        print(f"kept: database {args.database}, bundles in {work}")
-    else:
-        shutil.rmtree(work)
-        recreate = __import__("psycopg").connect(f"{args.base_url}/postgres", autocommit=True)
-        recreate.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        recreate.close()
+    floor = medians["reference (psycopg read)"]
+    print(
+        f"verify / reference: {medians['verify_evidence'] / floor:.2f}; "
+        f"export jsonl / reference: {medians['export jsonl'] / floor:.2f}"
+    )
+    shutil.rmtree(work)
+    if not args.keep:
+        with __import__("psycopg").connect(f"{args.base_url}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -68,11 +68,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
     "closure",
 ]
 
 MIDDLEWARE = [
+    # First, so every log line and every error of the request carries its id and its latency
+    # is measured whole (closure/ops/).
+    "closure.ops.logs.RequestIdMiddleware",
+    "closure.ops.metrics.RequestLatencyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -81,6 +89,16 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: locks out repeated login failures, and answers API clients with problem+json when
+    # the database is unavailable instead of an HTML error page.
+    "axes.middleware.AxesMiddleware",
+    "closure.ops.errors.DatabaseUnavailableMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a locked-out username/address before any password check.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "cavra.urls"
@@ -88,7 +106,8 @@ ROOT_URLCONF = "cavra.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # cavra/templates holds only the API documentation pages (self-hosted, CSP-clean).
+        "DIRS": [BASE_DIR / "templates", BASE_DIR / "cavra" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -109,6 +128,18 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A statement or a lock wait that runs away is cancelled instead of holding a connection
+    # (and its locks) forever; connect_timeout makes an unreachable server fail fast (503).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "connect_timeout": env_int("CAVRA_DB_CONNECT_TIMEOUT", 5),
+            "options": (
+                f"-c statement_timeout={env_int('CAVRA_DB_STATEMENT_TIMEOUT_MS', 120000)} "
+                f"-c lock_timeout={env_int('CAVRA_DB_LOCK_TIMEOUT_MS', 10000)}"
+            ),
+        }
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers proceed while the single writer commits; IMMEDIATE transactions take the
     # write lock up front, so two writers queue on busy_timeout instead of failing with
@@ -137,7 +168,21 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# The flow diagram has one source, in docs/, and the console shows it as a static file.
+STATICFILES_DIRS = [("diagrams", BASE_DIR / "docs" / "diagrams")]
+STATIC_ROOT = Path(os.environ.get("CAVRA_STATIC_ROOT", BASE_DIR / "var" / "static"))
+# Whitenoise serves the collected files (`manage.py collectstatic`) with far-future caching of
+# their hashed names; development and tests serve the source files as they are.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# Without collected files (development, tests) whitenoise serves straight from the apps.
+WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "console:login"
 LOGIN_REDIRECT_URL = "/console/"
@@ -166,7 +211,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["closure.api.permissions.ModelViewPermissions"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["closure.api.filtering.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "closure.api.pagination.StablePageNumberPagination",
     "PAGE_SIZE": 50,
     # JSON only: a form-encoded or multipart body is a 415, never a loosely typed input.
@@ -176,17 +221,126 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "closure.api.problems.problem_exception_handler",
+    # Every POST is throttled per user (or per address for anonymous callers) in the shared
+    # cache: 429 problem+json with Retry-After (closure/api/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["closure.api.throttling.PostRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "closure.api.schema.ProblemAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DATETIME_FORMAT": "iso-8601",
 }
 
+# One JSON object per line, each with the request id of the request it belongs to
+# (closure/ops/logs.py); CAVRA_LOG_FORMAT=plain gives readable lines for a terminal.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "closure.ops.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "closure.ops.logs.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": os.environ.get("CAVRA_LOG_FORMAT", "plain" if DEBUG else "json"),
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("CAVRA_LOG_LEVEL", "INFO")},
 }
+
+# The cache holds throttle counters, so every app server must see the same one: the database
+# cache (table `cavra_cache`, created by migration 0012) unless CAVRA_CACHE_URL names Redis.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "cavra_cache",
+        # Culling (at 300 entries by default) would forget throttle counters of busy clients.
+        "OPTIONS": {"MAX_ENTRIES": 100000},
+    }
+}
+if os.environ.get("CAVRA_CACHE_URL", "").startswith(("redis://", "rediss://")):
+    CACHES["default"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ["CAVRA_CACHE_URL"],
+    }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CAVRA closure API",
+    "DESCRIPTION": (
+        "Executive delivery retry health, alerts, retry plans, the retry worker and the final "
+        "reporting closure dashboard. Errors are RFC 9457 application/problem+json."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The documentation pages need a login like everything else (closure/ops/docs.py).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "closure.choices.DeliveryStatus",
+        "WorkerRunStatusEnum": "closure.choices.WorkerRunStatus",
+        "AlertLevelEnum": "closure.choices.AlertLevel",
+        "EventKindEnum": "closure.choices.EventKind",
+        "EventStatusEnum": "closure.choices.EventStatus",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "closure.api.schema.strict_request_bodies",
+    ],
+}
+
+# --- Login lockout (django-axes) ------------------------------------------------------------
+# After CAVRA_LOGIN_FAILURE_LIMIT failed logins for one username from one address, that pair
+# is locked out for CAVRA_LOGIN_COOLOFF_MINUTES; every lockout is written to the evidence
+# ledger (closure/ops/lockout.py).
+AXES_FAILURE_LIMIT = env_int("CAVRA_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("CAVRA_LOGIN_COOLOFF_MINUTES", 15) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Behind a proxy, the client address comes from the first X-Forwarded-For entry only when
+# CAVRA_TRUST_X_FORWARDED_FOR is set (never trust it on a directly exposed server).
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+    if env_bool("CAVRA_TRUST_X_FORWARDED_FOR")
+    else ["REMOTE_ADDR"]
+)
+
+# --- HTTPS and browser security headers -----------------------------------------------------
+# On by default whenever DEBUG is off: HTTPS only, HSTS, `__Host-` cookies (Secure, Path=/,
+# no Domain). CAVRA_HTTPS=0 is for the test suite and local HTTP only.
+CAVRA_HTTPS = env_bool("CAVRA_HTTPS", default=not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+if CAVRA_HTTPS:
+    SECURE_SSL_REDIRECT = env_bool("CAVRA_SSL_REDIRECT", default=True)
+    # Health probes and scrapes come over plain HTTP from inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env_int("CAVRA_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("CAVRA_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+if env_bool("CAVRA_BEHIND_PROXY"):
+    # The TLS-terminating proxy sets X-Forwarded-Proto; trust it only when told to.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Operations (closure/ops/, docs/deployment.md) ------------------------------------------
+# POSTs one user (or one address) may make per period: "<n>/<second|minute|hour|day>".
+CAVRA_API_POST_RATE = os.environ.get("CAVRA_API_POST_RATE", "120/minute")
+# Seconds an API client is told to wait (Retry-After) when the database is unavailable.
+CAVRA_DB_UNAVAILABLE_RETRY_AFTER = env_int("CAVRA_DB_UNAVAILABLE_RETRY_AFTER", 5)
+# Bearer token a Prometheus scraper presents at /metrics; without it only staff sessions may.
+CAVRA_METRICS_TOKEN = os.environ.get("CAVRA_METRICS_TOKEN", "")
 
 # --- CAVRA ---------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
 from closure.changelist_export import MEDIA_TYPES, export_chunks
+from closure.choices import ExecutionStatus
 from closure.models import (
     Acknowledgement,
     AlertDelivery,
@@ -80,6 +81,24 @@ def provider_filter(field: str = "provider", *, comma_list: bool = False, recent
             return queryset.filter(**{field: name})
 
     return ProviderFilter
+
+
+def choices_filter(field: str, choices, title: str):
+    """A filter on a free-text field whose values come from `choices`: Django's own filter for
+    such a field lists `SELECT DISTINCT` values, a scan of the whole table."""
+
+    class ChoicesFilter(admin.SimpleListFilter):
+        parameter_name = field
+
+        def lookups(self, request, model_admin):
+            return list(choices)
+
+        def queryset(self, request, queryset):
+            value = self.value()
+            return queryset.filter(**{field: value}) if value else queryset
+
+    ChoicesFilter.title = title
+    return ChoicesFilter
 
 
 def change_link(obj, text: str | None = None):
@@ -381,6 +400,8 @@ class RetryDecisionAdmin(ReadOnlyAdmin):
     list_display_links = ["id"]
     list_filter = ["action", "reason", "status", provider_filter("delivery__provider")]
     search_fields = ["=plan__retry_plan_id", "=delivery__delivery_id"]
+    # A decision is made with its plan: the plan's time is the decision's.
+    date_hierarchy = "plan__generated_at"
     list_select_related = ["plan", "delivery"]
     export_columns = [
         ("retry_plan_id", "plan__retry_plan_id"),
@@ -508,7 +529,7 @@ class EvidenceAdmin(ReadOnlyAdmin):
         "metadata_kind",
         provider_filter(comma_list=True),
         "dry_run",
-        "execution_status",
+        choices_filter("execution_status", ExecutionStatus.choices, "execution status"),
         "created_at",
     ]
     search_fields = ["=session_id", "=health_id", "=chain_hash", "=signer"]
@@ -552,8 +573,9 @@ class EvidenceAdmin(ReadOnlyAdmin):
 @admin.register(EvidenceCheckpoint)
 class EvidenceCheckpointAdmin(ReadOnlyAdmin):
     list_display = ["head_sequence", "chain_head", "key_id", "checkpointed_at"]
-    list_filter = ["key_id", "checkpointed_at"]
-    search_fields = ["=chain_head"]
+    # By key: a search, not a list filter (whose choices would be a DISTINCT over the table).
+    list_filter = ["checkpointed_at"]
+    search_fields = ["=chain_head", "=key_id"]
     date_hierarchy = "checkpointed_at"
     export_columns = [
         ("head_sequence", "head_sequence"),

@@ -18,6 +18,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover (optional: the standard library gives the same results)
+    orjson = None
+
 GENESIS_HASH = "0" * 64
 # The fields an export adds to a row's payload; everything else in an exported row is payload.
 INTEGRITY_FIELDS = ("sequence", "payload_sha256", "previous_hash", "chain_hash")
@@ -54,6 +59,70 @@ def sha256_hex(data: bytes | str) -> str:
 
 def chain_hash(previous_hash: str, payload_sha256: str) -> str:
     return sha256_hex(previous_hash + payload_sha256)
+
+
+# -- the fast path for stored rows ----------------------------------------------------------------
+#
+# Verifying and exporting a million rows is mostly JSON work. orjson, when installed, parses and
+# writes JSON several times faster than the standard library. Its sorted compact output is the
+# same as `canonical_json` for strings, integers, booleans, null, lists and objects, but some
+# floats are written differently (0.00005 for 5e-05). So its bytes are used only once they are
+# proven canonical: they hash to the row's stored `payload_sha256`, which was computed over the
+# canonical bytes, so they *are* those bytes. Anything else goes through `canonical_json`. The
+# results are the same with or without orjson; only the speed differs.
+
+
+def json_loads(text: str | bytes) -> Any:
+    """Parse JSON text; the same value as `json.loads` (orjson refuses a few inputs, such as
+    integers beyond 64 bits, that `json.loads` accepts: those take the standard path)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+def _fast_canonical(payload: Any, payload_sha: str) -> bytes | None:
+    """orjson's bytes of `payload` if they are its canonical JSON, proven by `payload_sha`."""
+    if orjson is None:
+        return None
+    try:
+        fast = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits, nesting deeper than orjson allows
+        return None
+    return fast if hashlib.sha256(fast).hexdigest() == payload_sha else None
+
+
+def payload_matches(payload: Any, payload_sha: str) -> bool:
+    """Whether `payload_sha` is the SHA-256 of the payload's canonical JSON."""
+    if _fast_canonical(payload, payload_sha) is not None:
+        return True
+    return sha256_hex(canonical_json(payload)) == payload_sha
+
+
+def payload_json(payload: Any, payload_sha: str) -> bytes:
+    """The canonical JSON of a stored payload (fast when it matches its hash)."""
+    return _fast_canonical(payload, payload_sha) or canonical_json(payload)
+
+
+def envelope_line(
+    sequence: int, payload: dict, payload_sha: str, previous: str, row_chain: str
+) -> bytes:
+    """One JSON Lines row of an export, without its newline: the canonical JSON of the payload's
+    fields plus the four integrity fields. The offline verifier rebuilds it byte for byte."""
+    envelope = {
+        **payload,
+        "sequence": sequence,
+        "payload_sha256": payload_sha,
+        "previous_hash": previous,
+        "chain_hash": row_chain,
+    }
+    if orjson is not None and _fast_canonical(payload, payload_sha) is not None:
+        # The payload's values are written canonically, and the added ones are an integer and
+        # hex strings, so the envelope is too.
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    return canonical_json(envelope)
 
 
 # -- walking the chain --------------------------------------------------------------------------
@@ -113,7 +182,7 @@ class ChainWalker:
             elif sequence != self.last_sequence + 1:
                 linked = None  # not adjacent: nothing to link to
         if not problem:
-            if sha256_hex(canonical_json(payload)) != payload_sha:
+            if not payload_matches(payload, payload_sha):
                 problem = "payload does not match payload_sha256"
             elif linked is not None and previous_hash != linked:
                 problem = "previous_hash does not match the preceding row"
@@ -169,7 +238,7 @@ def csv_row(sequence: int, payload: dict, payload_sha: str, previous: str, row_c
     return [
         str(sequence),
         *(csv_cell(value) for value in readable),
-        canonical_json(payload).decode(),
+        payload_json(payload, payload_sha).decode(),
         payload_sha,
         previous,
         row_chain,

@@ -44,6 +44,8 @@ class MetadataKind(models.TextChoices):
         f"{METADATA_KIND_PREFIX}-final-reporting-admin-export",
         "Admin changelist export",
     )
+    # A username locked out after repeated failed logins (closure/ops/lockout.py).
+    LOGIN_LOCKOUT = f"{METADATA_KIND_PREFIX}-access-login-lockout", "Login lockout"
 
 
 class EventKind(models.TextChoices):

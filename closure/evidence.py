@@ -10,11 +10,15 @@ the whole story.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
+from psycopg.types.string import TextLoader
 
 from closure import chain
 from closure.chain import GENESIS_HASH, canonical_json, chain_hash, isoformat, sha256_hex
@@ -123,6 +127,47 @@ def evidence_envelope(row: Evidence) -> dict:
     }
 
 
+# The columns the chain is checked from, in the order `ChainWalker.feed` takes them.
+CHAIN_FIELDS = ("sequence", "payload", "payload_sha256", "previous_hash", "chain_hash")
+# Rows per network round trip (PostgreSQL) or per fetch (SQLite) when streaming the ledger.
+STREAM_ROWS = 2000
+
+
+@contextmanager
+def long_read() -> Iterator[None]:
+    """Around a read of the whole ledger on PostgreSQL: a transaction without a statement
+    timeout, since the read's length grows with the ledger (it takes no lock that blocks
+    writers). Elsewhere nothing: on SQLite a transaction would take the write lock."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 0")
+        yield
+
+
+def ledger_rows(rows: QuerySet, *, chunk_size: int = STREAM_ROWS) -> Iterator[tuple]:
+    """Stream `CHAIN_FIELDS` of the given evidence rows in their order, in constant memory.
+
+    On PostgreSQL the query's rows are streamed straight from psycopg (chunked rows mode): the
+    server keeps producing rows while Python hashes the ones it has, and the payload arrives as
+    JSON text parsed once by `chain.json_loads`. Elsewhere Django's iterator reads in chunks.
+    """
+    rows = rows.values_list(*CHAIN_FIELDS)
+    if connection.vendor != "postgresql":
+        yield from rows.iterator(chunk_size=chunk_size)
+        return
+    sql, params = rows.query.sql_with_params()
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor:
+        cursor.adapters.register_loader("jsonb", TextLoader)
+        for sequence, payload, payload_sha, previous, row_chain in cursor.stream(
+            sql, params, size=chunk_size
+        ):
+            yield sequence, chain.json_loads(payload), payload_sha, previous, row_chain
+
+
 def evidence_head() -> tuple[int, str]:
     """(sequence, chain_hash) of the newest row; (0, genesis) for an empty ledger."""
     head = Evidence.objects.order_by("-sequence").values_list("sequence", "chain_hash").first()
@@ -215,7 +260,7 @@ def latest_checkpoint() -> EvidenceCheckpoint | None:
 
 
 def evidence_verify(
-    *, chunk_size: int = 2000, external: tuple[CheckpointClaim, ...] = ()
+    *, chunk_size: int = STREAM_ROWS, external: tuple[CheckpointClaim, ...] = ()
 ) -> ChainVerification:
     """Recompute the whole chain in sequence order, streaming, in constant memory.
 
@@ -247,24 +292,21 @@ def evidence_verify(
 
     walker = chain.ChainWalker()
     mismatch: tuple[int, str] | None = None
-    rows = (
-        Evidence.objects.order_by("sequence")
-        .values_list("sequence", "payload", "payload_sha256", "previous_hash", "chain_hash")
-        .iterator(chunk_size=chunk_size)
-    )
-    for sequence, payload, payload_sha, previous_hash, row_chain in rows:
-        if not walker.feed(sequence, payload, payload_sha, previous_hash, row_chain):
-            break
-        for entry in heads.get(sequence, ()):
-            entry["matches_chain"] = entry["chain_head"] == row_chain
-            if not entry["matches_chain"] and mismatch is None:
-                mismatch = (
-                    sequence,
-                    f"chain_hash differs from the signed checkpoint of "
-                    f"{entry['checkpointed_at']} at sequence {sequence}",
-                )
-        if mismatch:
-            break
+    rows = ledger_rows(Evidence.objects.order_by("sequence"), chunk_size=chunk_size)
+    with long_read(), closing(rows):
+        for sequence, payload, payload_sha, previous_hash, row_chain in rows:
+            if not walker.feed(sequence, payload, payload_sha, previous_hash, row_chain):
+                break
+            for entry in heads.get(sequence, ()):
+                entry["matches_chain"] = entry["chain_head"] == row_chain
+                if not entry["matches_chain"] and mismatch is None:
+                    mismatch = (
+                        sequence,
+                        f"chain_hash differs from the signed checkpoint of "
+                        f"{entry['checkpointed_at']} at sequence {sequence}",
+                    )
+            if mismatch:
+                break
 
     def result(sequence: int | None, problem: str) -> ChainVerification:
         return ChainVerification(

@@ -2,8 +2,9 @@
 
 An export is a pure function of its `ExportPlan` (format, filter, and the ledger head it is cut
 at, `through_sequence`): the same plan gives the same bytes, today or in a year, because rows
-are append-only and every line is canonical JSON. Rows are read with a server-side cursor and
-written chunk by chunk, so memory stays flat however many rows there are.
+are append-only and every line is canonical JSON. Rows are streamed from the database
+(`closure.evidence.ledger_rows`) and written chunk by chunk, so memory stays flat however many
+rows there are.
 
 A bundle is `evidence.jsonl` (or `evidence.csv`) plus `manifest.json`, as a directory or as a
 ZIP streamed over HTTP. `python -m closure.verify_export` checks one without a database.
@@ -15,6 +16,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -24,6 +26,7 @@ from django.utils.dateparse import parse_datetime
 
 from closure import chain
 from closure.chain import canonical_json, isoformat
+from closure.evidence import ledger_rows, long_read
 from closure.models import Evidence
 
 MANIFEST_SCHEMA = "cavra.evidence.export.v1"
@@ -35,7 +38,6 @@ FETCH_ROWS = 2000
 CHUNK_BYTES = 256 * 1024
 # Fixed ZIP member metadata, so the container is as stable as its contents.
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
-_ROW_FIELDS = ("sequence", "payload", "payload_sha256", "previous_hash", "chain_hash")
 
 
 def generator_info() -> dict:
@@ -155,33 +157,23 @@ class ExportDigest:
 
 
 def _rows(plan: ExportPlan, digest: ExportDigest):
-    rows = (
-        plan.filter.queryset(plan.through_sequence)
-        .order_by("sequence")
-        .values_list(*_ROW_FIELDS)
-        .iterator(chunk_size=FETCH_ROWS)
+    rows = ledger_rows(
+        plan.filter.queryset(plan.through_sequence).order_by("sequence"), chunk_size=FETCH_ROWS
     )
-    for row in rows:
-        digest.row_count += 1
-        if digest.first_sequence is None:
-            digest.first_sequence = row[0]
-        digest.last_sequence = row[0]
-        yield row
+    with long_read(), closing(rows):
+        for row in rows:
+            digest.row_count += 1
+            if digest.first_sequence is None:
+                digest.first_sequence = row[0]
+            digest.last_sequence = row[0]
+            yield row
 
 
 def _jsonl_chunks(plan: ExportPlan, digest: ExportDigest) -> Iterator[bytes]:
     lines: list[bytes] = []
     size = 0
-    for sequence, payload, payload_sha, previous, row_chain in _rows(plan, digest):
-        line = canonical_json(
-            {
-                **payload,
-                "sequence": sequence,
-                "payload_sha256": payload_sha,
-                "previous_hash": previous,
-                "chain_hash": row_chain,
-            }
-        )
+    for row in _rows(plan, digest):
+        line = chain.envelope_line(*row)
         lines.append(line + b"\n")
         size += len(line) + 1
         if size >= CHUNK_BYTES:

@@ -111,18 +111,19 @@ class Bundle:
 def _jsonl_rows(stream, problems: list[str]) -> Iterator[tuple]:
     for number, line in enumerate(io.BufferedReader(stream), start=1):
         try:
-            row = json.loads(line)
+            row = chain.json_loads(line)
         except ValueError:
             problems.append(f"line {number} is not JSON")
             continue
         if not isinstance(row, dict) or any(name not in row for name in chain.INTEGRITY_FIELDS):
             problems.append(f"line {number} is not an evidence row")
             continue
-        if chain.canonical_json(row) + b"\n" != line:
-            problems.append(f"line {number} (sequence {row['sequence']}) is not canonical JSON")
         payload = {k: v for k, v in row.items() if k not in chain.INTEGRITY_FIELDS}
-        yield (row["sequence"], payload, row["payload_sha256"], row["previous_hash"],
-               row["chain_hash"])  # fmt: skip
+        fields = (row["sequence"], payload, row["payload_sha256"], row["previous_hash"],
+                  row["chain_hash"])  # fmt: skip
+        if chain.envelope_line(*fields) + b"\n" != line:
+            problems.append(f"line {number} (sequence {row['sequence']}) is not canonical JSON")
+        yield fields
 
 
 def _csv_rows(stream, problems: list[str]) -> Iterator[tuple]:
@@ -133,7 +134,7 @@ def _csv_rows(stream, problems: list[str]) -> Iterator[tuple]:
     for number, cells in enumerate(reader, start=2):
         try:
             sequence = int(cells[0])
-            payload = json.loads(cells[12])
+            payload = chain.json_loads(cells[12])
             row = (sequence, payload, cells[13], cells[14], cells[15])
         except (IndexError, ValueError):
             problems.append(f"CSV line {number} is not an evidence row")

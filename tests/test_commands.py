@@ -115,6 +115,9 @@ def test_run_demo_loads_the_flow_up_to_a_real_failed_delivery(db, capsys, settin
 
     out = capsys.readouterr().out
     assert "CAVRA closure demo loaded" in out
+    assert (
+        "  Evidence Console:       http://127.0.0.1:8000/console/  (operators: start here)" in out
+    )
     assert "password cavra-demo-password" in out
     report = HealthReport.objects.get()
     assert report.alert_level == "critical"

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.utils import timezone
 
 from closure import chain, evidence_export
 from closure.chain import canonical_json
 from closure.choices import MetadataKind
-from closure.evidence import evidence_envelope
+from closure.evidence import evidence_append, evidence_envelope, evidence_verify
 from closure.evidence_export import ExportDigest, ExportFilter, export_data_chunks
 from closure.models import Evidence
 from closure.services.errors import InvalidInput
@@ -110,6 +111,20 @@ def test_export_of_the_same_input_gives_the_same_bytes(ledger, auditor, evidence
     with zipfile.ZipFile(io.BytesIO(zip_one)) as bundle:
         [data_name] = [n for n in bundle.namelist() if n.endswith("evidence.jsonl")]
         assert bundle.read(data_name) == (first / "evidence.jsonl").read_bytes()
+
+
+def test_export_csv_of_the_same_input_gives_the_same_bytes(ledger, auditor, evidence_key, tmp_path):
+    # given a CSV export, then more evidence appended
+    first = _export(tmp_path, auditor, "first", fmt="csv")
+    make_evidence(kind=REVIEW, session_id="later", signer="arthur")
+
+    # when the same input is exported again
+    second = _export(tmp_path, auditor, "second", fmt="csv", through=6)
+
+    # then both files are byte for byte the same
+    assert (first / "evidence.csv").read_bytes() == (second / "evidence.csv").read_bytes()
+    assert (first / "manifest.json").read_bytes() == (second / "manifest.json").read_bytes()
+    assert _manifest(second)["row_count"] == 6
 
 
 def test_export_jsonl_lines_are_the_canonical_envelopes_with_a_signed_manifest(
@@ -216,11 +231,7 @@ def test_verify_export_accepts_an_untouched_bundle(ledger, auditor, evidence_key
 
     assert report["problems"] == []
     assert report["ok"] is True
-    assert (report["row_count"], report["first_sequence"], report["last_sequence"]) == (
-        1 and 6,
-        1,
-        6,
-    )
+    assert (report["row_count"], report["first_sequence"], report["last_sequence"]) == (6, 1, 6)
     assert report["signature"] == {"ok": True, "key_id": chain.key_id(evidence_key), "pinned": True}
     assert report["chain"] == {
         "ok": True,
@@ -396,6 +407,106 @@ def test_verify_export_runs_with_no_database_and_no_django(ledger, auditor, evid
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
     assert imports.stdout.strip() == b"[]"
+    assert "DATABASE_URL" not in env
+    assert "DJANGO_SETTINGS_MODULE" not in env
+
+
+def test_verify_export_in_a_fresh_interpreter_rejects_a_tampered_bundle(
+    ledger, auditor, evidence_key, tmp_path
+):
+    # given a ZIP bundle whose fifth row was changed (kept canonical, hashes untouched)
+    plan = evidence_export_start(actor=auditor, export_format="jsonl", export_filter=ExportFilter())
+    original = b"".join(evidence_export.export_zip_chunks(plan))
+    tampered = tmp_path / "tampered.zip"
+    with (
+        zipfile.ZipFile(io.BytesIO(original)) as source,
+        zipfile.ZipFile(tampered, "w") as target,
+    ):
+        for name in source.namelist():
+            data = source.read(name)
+            if name.endswith("evidence.jsonl"):
+                lines = data.splitlines(keepends=True)
+                row = json.loads(lines[4])
+                lines[4] = canonical_json({**row, "signer": "mallory"}) + b"\n"
+                data = b"".join(lines)
+            target.writestr(name, data)
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+
+    # when the verifier runs on it with no database and no Django settings
+    done = subprocess.run(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "closure.verify_export",
+            str(tampered),
+            "--public-key",
+            evidence_key,
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+    )
+
+    # then it fails, naming the fifth row
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert report["signature"]["ok"] is True
+    assert report["chain"]["first_broken_sequence"] == 5
+    assert report["problems"] == [
+        "the data file's SHA-256 does not match the manifest",
+        "the data file's size does not match the manifest",
+        "chain broken at sequence 5: payload does not match payload_sha256",
+    ]
+
+
+# -- the fast path (orjson) gives the standard library's bytes ------------------------------------
+
+
+def test_export_and_verify_of_floats_orjson_writes_differently(auditor, evidence_key, tmp_path):
+    # given a row whose payload holds floats that orjson writes otherwise than json (5e-05)
+    with transaction.atomic():
+        row = evidence_append(
+            kind=REVIEW,
+            session_id="floats",
+            signer="arthur",
+            subject={"small": 5e-05, "ratio": 2.5, "tiny": 1.2618626328942063e-05},
+        )
+    assert chain.orjson is not None
+    assert chain.orjson.dumps(row.payload, option=chain.orjson.OPT_SORT_KEYS) != canonical_json(
+        row.payload
+    )
+
+    # when the ledger is verified and exported
+    verified = evidence_verify()
+    bundle = _export(tmp_path, auditor, "b", through=1)
+
+    # then the row verifies, and its exported line is the standard canonical JSON
+    assert (verified.ok, verified.count) == (True, 1)
+    line = (bundle / "evidence.jsonl").read_bytes()
+    assert line == canonical_json(evidence_envelope(row)) + b"\n"
+    assert b'"small":5e-05' in line
+    assert verify_bundle(bundle, public_key=evidence_key)["ok"] is True
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_bytes_and_verification_are_the_same_without_orjson(
+    ledger, auditor, evidence_key, tmp_path, monkeypatch, fmt
+):
+    # given an export made with orjson
+    fast = _export(tmp_path, auditor, "fast", fmt=fmt, through=6)
+
+    # when the same export is made and verified with the standard library only
+    monkeypatch.setattr(chain, "orjson", None)
+    plain = _export(tmp_path, auditor, "plain", fmt=fmt, through=6)
+    report = verify_bundle(fast, public_key=evidence_key)
+
+    # then the bytes are the same, and the bundle verifies
+    name = f"evidence.{fmt}"
+    assert (fast / name).read_bytes() == (plain / name).read_bytes()
+    assert (fast / "manifest.json").read_bytes() == (plain / "manifest.json").read_bytes()
+    assert (report["ok"], report["row_count"]) == (True, 6)
 
 
 # -- the API and the command --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from closure import chain
+from closure import chain, evidence
 from closure.chain import canonical_json, chain_hash, sha256_hex
 from closure.choices import MetadataKind
 from closure.evidence import CheckpointClaim, evidence_verify
@@ -406,6 +406,56 @@ def test_admin_refuses_to_delete_or_change_evidence_even_for_a_superuser(superus
     assert Evidence.objects.get(pk=row.pk).signer == "arthur"
 
 
+def test_admin_refuses_to_add_evidence_or_bulk_delete_it_even_for_a_superuser(
+    superuser, evidence_key
+):
+    # given two stored rows and a superuser's admin session
+    rows = _append_rows(2)
+    admin = client_for(superuser)
+    changelist = "/admin/closure/evidence/"
+
+    # when the add form is opened and posted, and the bulk delete action is posted
+    add_form = admin.get(changelist + "add/")
+    added = admin.post(changelist + "add/", {"sequence": 3, "signer": "mallory"})
+    bulk = admin.post(
+        changelist,
+        {"action": "delete_selected", "_selected_action": [r.pk for r in rows], "post": "yes"},
+    )
+    page = admin.get(changelist)
+
+    # then adding is forbidden, the action does not exist, and both rows remain unchanged
+    assert (add_form.status_code, added.status_code) == (403, 403)
+    assert bulk.status_code == 200  # the changelist again: no such action ran
+    assert "delete_selected" not in page.content.decode()
+    assert list(Evidence.objects.order_by("sequence").values_list("sequence", "signer")) == [
+        (1, "arthur"),
+        (2, "arthur"),
+    ]
+    assert evidence_verify().ok is True
+
+
+@pytest.mark.postgres
+def test_verify_names_a_payload_altered_by_a_superuser_who_skips_triggers(evidence_key):
+    # given five rows, and a superuser who silences every trigger for the session
+    # (session_replication_role = replica) instead of altering the table
+    rows = _append_rows(5)
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        try:
+            cursor.execute(
+                SET_PAYLOAD["postgresql"],
+                [json.dumps({**rows[1].payload, "signer": "mallory"}), 2],
+            )
+        finally:
+            cursor.execute("SET session_replication_role = DEFAULT")
+
+    # when the chain is verified, then the second row is named
+    result = evidence_verify()
+    assert (result.ok, result.first_broken_sequence, result.count) == (False, 2, 1)
+    assert result.problem == "payload does not match payload_sha256"
+    assert Evidence.objects.get(sequence=2).payload["signer"] == "mallory"
+
+
 # -- publishing the key and the verification ----------------------------------------------------
 
 
@@ -503,3 +553,35 @@ def test_checkpoint_list_is_newest_first_in_fixed_queries(
     assert body["count"] == 3
     assert [c["head_sequence"] for c in body["results"]] == [3, 2, 1]
     assert body["results"][0] == checkpoint_serialize(EvidenceCheckpoint.objects.first())
+
+
+@pytest.mark.postgres
+def test_verify_reads_the_ledger_without_the_statement_timeout(transactional_db, monkeypatch):
+    # given a session whose statements time out after 5 s, like the application's
+    _append_rows(2)
+    seen = []
+    stream = evidence.ledger_rows
+
+    def spying_stream(rows, **options):
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            seen.append(cursor.fetchone()[0])
+        yield from stream(rows, **options)
+
+    monkeypatch.setattr(evidence, "ledger_rows", spying_stream)
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = '5s'")
+    try:
+        # when the chain is verified
+        result = evidence_verify()
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            after = cursor.fetchone()[0]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET statement_timeout")
+
+    # then its read ran with no timeout (its length grows with the ledger), and only its own
+    # transaction did
+    assert (result.ok, result.count) == (True, 2)
+    assert (seen, after) == (["0"], "5s")

@@ -325,3 +325,102 @@ def test_runbook_functions_render_the_same_document_for_the_same_readiness(close
         f"The latest closure review covers the current state: Record a closure review: POST "
         f"{B}/final-reporting-closure-reviews."
     )
+
+
+# -- the console pages ----------------------------------------------------------------------------
+
+CONSOLE_READINESS = "/console/readiness/"
+CONSOLE_RUNBOOK = "/console/readiness/runbook/"
+SECTION_TITLES = [
+    "Purpose",
+    "Readiness gate",
+    "Operator steps",
+    "Evidence to attach",
+    "Private boundary",
+    "Checks",
+]
+
+
+def _assert_csp_clean(html: str) -> None:
+    """The strict CSP allows no inline script or style: none is written."""
+    assert "<script>" not in html
+    assert " style=" not in html
+    assert "<style" not in html
+
+
+def test_console_readiness_page_shows_each_check_and_writes_nothing(
+    operator, report, failed_delivery, evidence_key
+):
+    before = closure_counts()
+
+    response = client_for(operator).get(CONSOLE_READINESS)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "hold_release_closure" in html
+    for check_id in CHECK_IDS:
+        assert f'id="check-{check_id}"' in html
+    assert "failed_deliveries=1" in html
+    assert f'action="{CONSOLE_RUNBOOK}"' in html
+    _assert_csp_clean(html)
+    assert closure_counts() == before
+
+
+def test_console_readiness_page_needs_the_readiness_permissions(outsider, closed_loop):
+    assert client_for(outsider).get(CONSOLE_READINESS).status_code == 403
+    assert client_for(None).get(CONSOLE_READINESS).status_code == 302
+
+
+def test_console_closure_page_links_to_readiness(operator, closed_loop):
+    html = client_for(operator).get("/console/closure/").content.decode()
+
+    assert f'href="{CONSOLE_READINESS}"' in html
+
+
+def test_console_runbook_export_records_evidence_and_renders_the_printable_page(
+    operator, closed_loop, evidence_key
+):
+    make_closure_review(actor=operator)
+    before = Evidence.objects.count()
+
+    response = client_for(operator).post(CONSOLE_RUNBOOK, {"format": "html"})
+
+    assert response.status_code == 200
+    summary, export = Evidence.objects.filter(sequence__gt=before).order_by("sequence")
+    assert (summary.metadata_kind, export.metadata_kind) == (
+        MetadataKind.READINESS_SUMMARY,
+        MetadataKind.RUNBOOK_EXPORT,
+    )
+    assert summary.signer == export.signer == "olivia"
+    html = response.content.decode()
+    assert f'<dd class="id">{export.session_id}</dd>' in html
+    assert "<strong>approve_release_closure</strong>" in html
+    assert [title for title in SECTION_TITLES if f">{title}</h2>" in html] == SECTION_TITLES
+    assert f'href="/console/evidence/{export.sequence}/"' in html
+    assert export.payload["subject"]["markdown_sha256"] in html
+    _assert_csp_clean(html)
+
+
+def test_console_runbook_export_as_markdown_is_the_recorded_document(
+    auditor, report, failed_delivery, evidence_key
+):
+    response = client_for(auditor).post(CONSOLE_RUNBOOK, {"format": "markdown"})
+
+    assert response.status_code == 200
+    export = Evidence.objects.get(metadata_kind=MetadataKind.RUNBOOK_EXPORT)
+    assert response["Content-Type"] == "text/markdown; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="{export.session_id}.md"'
+    assert response.content.startswith(b"# CAVRA final reporting closure: operator runbook\n")
+    assert sha256_hex(response.content) == export.payload["subject"]["markdown_sha256"]
+
+
+def test_console_runbook_export_refuses_get_and_users_without_permission(
+    operator, platform_owner, closed_loop, evidence_key
+):
+    before = closure_counts()
+
+    by_get = client_for(operator).get(CONSOLE_RUNBOOK)
+    by_owner = client_for(platform_owner).post(CONSOLE_RUNBOOK, {"format": "html"})
+
+    assert (by_get.status_code, by_owner.status_code) == (405, 403)
+    assert closure_counts() == before

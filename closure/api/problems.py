@@ -1,6 +1,8 @@
 """RFC 9457 problem details for every API error."""
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -70,6 +72,15 @@ def problem_response(
 
 
 def problem_exception_handler(exc, context):
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away (or refused us): nothing was committed, the client may retry.
+        return problem_response(
+            status_code=503,
+            code="database_unavailable",
+            title="Service unavailable",
+            detail="The database is unavailable. Nothing was changed; retry later.",
+            headers={"Retry-After": str(settings.CAVRA_DB_UNAVAILABLE_RETRY_AFTER)},
+        )
     if isinstance(exc, ServiceError):
         return problem_response(
             status_code=exc.status,

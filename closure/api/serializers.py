@@ -1,6 +1,8 @@
 """Input serializers for the actions and output serializers for the resource lists."""
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from closure.api.fields import (
@@ -40,8 +42,20 @@ MAX_DETAILS_BYTES = 4096
 # -- inputs -----------------------------------------------------------------------------------
 
 
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 class DeliveryEventInputSerializer(StrictSerializer):
-    event_id = StrictCharField(max_length=128)
+    # At most 80: the ingest's evidence row is named by its batch's first event_id, and an
+    # evidence session_id holds 80 characters (a longer id was a database error on PostgreSQL).
+    event_id = StrictCharField(max_length=80)
     kind = serializers.ChoiceField(choices=EventKind.choices)
     status = serializers.ChoiceField(choices=EventStatus.choices)
     occurred_at = AwareDateTimeField()
@@ -54,8 +68,12 @@ class DeliveryEventInputSerializer(StrictSerializer):
     details = serializers.DictField(required=False, default=dict)
 
     def validate_details(self, value):
-        if len(canonical_json(value)) > MAX_DETAILS_BYTES:
+        encoded = canonical_json(value)
+        if len(encoded) > MAX_DETAILS_BYTES:
             raise serializers.ValidationError(f"At most {MAX_DETAILS_BYTES} bytes of JSON.")
+        # PostgreSQL's jsonb cannot hold a NUL character (it was a database error there).
+        if _has_nul(value):
+            raise serializers.ValidationError("Must not contain NUL characters.")
         return value
 
     def validate(self, attrs):
@@ -68,7 +86,9 @@ class DeliveryEventInputSerializer(StrictSerializer):
 
 
 class DeliveryEventBatchInputSerializer(StrictSerializer):
-    events = DeliveryEventInputSerializer(many=True, allow_empty=False, max_length=MAX_BATCH)
+    events = DeliveryEventInputSerializer(
+        many=True, allow_empty=False, min_length=1, max_length=MAX_BATCH
+    )
 
 
 class HealthBuildInputSerializer(StrictSerializer):
@@ -175,6 +195,7 @@ class WorkerRunInputSerializer(StrictSerializer):
 # -- outputs ----------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class UsernameField(serializers.Field):
     def to_representation(self, value):
         return value.get_username()
@@ -435,6 +456,27 @@ class ExecutionRecordSerializer(serializers.ModelSerializer):
         return [alert.health.health_id, alert.alert_id, record.delivery.delivery_id]
 
 
-class EvidenceSerializer(serializers.BaseSerializer):
+class EvidenceSerializer(serializers.Serializer):
+    """The evidence envelope; the fields are listed for the schema, the body is the envelope."""
+
+    sequence = serializers.IntegerField()
+    metadata_kind = serializers.CharField()
+    session_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    signer = serializers.CharField()
+    schema_version = serializers.CharField()
+    product = serializers.CharField()
+    decision_count = serializers.IntegerField()
+    blocked_count = serializers.IntegerField()
+    approval_required_count = serializers.IntegerField()
+    health_id = serializers.CharField()
+    provider = serializers.CharField()
+    execution_status = serializers.CharField()
+    dry_run = serializers.BooleanField(allow_null=True)
+    subject = serializers.DictField()
+    payload_sha256 = serializers.CharField()
+    previous_hash = serializers.CharField()
+    chain_hash = serializers.CharField()
+
     def to_representation(self, instance: Evidence) -> dict:
         return evidence_envelope(instance)

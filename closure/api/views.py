@@ -8,6 +8,8 @@ import json
 
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Prefetch
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -15,6 +17,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from closure.api import schema as api_schema
 from closure.api import serializers as s
 from closure.api.filtersets import (
     AcknowledgementFilterSet,
@@ -154,6 +157,12 @@ def _query_bool(request, name: str) -> bool:
     raise ValidationError({name: ["Must be true or false."]})
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=s.DeliveryEventBatchInputSerializer,
+        responses={201: api_schema.INGEST_RESPONSE, 200: api_schema.INGEST_RESPONSE},
+    )
+)
 class DeliveryEventIngestView(ActionView):
     permission_classes = [requires("closure.add_deliveryevent")]
 
@@ -164,6 +173,17 @@ class DeliveryEventIngestView(ActionView):
         return Response({**result, "actor": self.actor()}, status=code)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("preview", OpenApiTypes.BOOL, description="Compute, store nothing")
+        ],
+        responses={200: api_schema.HEALTH_READ_RESPONSE},
+    ),
+    post=extend_schema(
+        request=s.HealthBuildInputSerializer, responses={201: api_schema.HEALTH_RESPONSE}
+    ),
+)
 class HealthView(ActionView):
     def get_permissions(self):
         if self.request.method == "POST":
@@ -207,6 +227,12 @@ class HealthView(ActionView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=s.AlertDeliverInputSerializer,
+        responses={201: api_schema.ALERT_SEND_RESPONSE, 200: api_schema.ALERT_SEND_RESPONSE},
+    )
+)
 class AlertDeliverView(ActionView):
     permission_classes = [requires("closure.add_healthalert")]
 
@@ -260,6 +286,11 @@ class AlertDeliverView(ActionView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=s.AcknowledgementInputSerializer, responses={201: api_schema.ACK_RESPONSE}
+    )
+)
 class AcknowledgementCreateView(ActionView):
     permission_classes = [requires("closure.acknowledge_alert")]
 
@@ -283,6 +314,9 @@ class AcknowledgementCreateView(ActionView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(request=s.WaiveInputSerializer, responses={200: api_schema.WAIVE_RESPONSE})
+)
 class DeliveryWaiveView(ActionView):
     permission_classes = [requires("closure.waive_delivery")]
 
@@ -300,6 +334,11 @@ class DeliveryWaiveView(ActionView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=s.ManualRetryInputSerializer, responses={201: api_schema.MANUAL_RETRY_RESPONSE}
+    )
+)
 class DeliveryRetryView(ActionView):
     permission_classes = [requires("closure.execute_retry")]
 
@@ -322,6 +361,7 @@ class DeliveryRetryView(ActionView):
         )
 
 
+@extend_schema_view(get=extend_schema(responses={200: api_schema.ALERT_DASHBOARD_RESPONSE}))
 class AlertDashboardView(ActionView):
     permission_classes = [requires("closure.view_healthalert", "closure.view_alertdelivery")]
 
@@ -329,6 +369,11 @@ class AlertDashboardView(ActionView):
         return Response(alert_dashboard())
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=s.RetryPlanInputSerializer, responses={201: api_schema.RETRY_PLAN_RESPONSE}
+    )
+)
 class RetryPlanView(ActionView):
     permission_classes = [requires("closure.plan_retry")]
 
@@ -351,6 +396,11 @@ class RetryPlanView(ActionView):
         )
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=s.WorkerRunInputSerializer, responses={201: api_schema.WORKER_RUN_RESPONSE}
+    )
+)
 class RetryWorkerRunView(ActionView):
     permission_classes = [requires("closure.plan_retry")]
 
@@ -391,6 +441,7 @@ class RetryWorkerRunView(ActionView):
         )
 
 
+@extend_schema_view(get=extend_schema(responses={200: api_schema.CLOSURE_DASHBOARD_RESPONSE}))
 class ClosureDashboardView(ActionView):
     permission_classes = [requires("closure.view_healthreport", "closure.view_alertdelivery")]
 
@@ -504,7 +555,8 @@ class EvidenceViewSet(ResourceViewSet):
     filterset_class = EvidenceFilterSet
     lookup_field = "sequence"
 
-    @action(detail=False, methods=["get"])
+    @extend_schema(responses={200: api_schema.VERIFY_RESPONSE})
+    @action(detail=False, methods=["get"], filterset_class=None, pagination_class=None)
     def verify(self, request, format=None):
         """Recompute the chain (streaming) and check the latest signed checkpoint."""
         return Response(evidence_verify().as_dict())

@@ -159,8 +159,15 @@ def delivery_list(request):
 
 
 def _delivery_context(request, delivery, *, waive_form=None, retry_form=None) -> dict:
+    """The delivery's page. A submitted form is always shown again with its errors (even when
+    the delivery is no longer recoverable); a fresh one only when its action is possible."""
     recoverable = delivery.status in RECOVERABLE_DELIVERY_STATUSES
     user = request.user
+    if waive_form is None and recoverable and user.has_perm("closure.waive_delivery"):
+        waive_form = WaiveForm()
+    can_retry = recoverable and delivery.connector.enabled
+    if retry_form is None and can_retry and user.has_perm("closure.execute_retry"):
+        retry_form = ManualRetryForm()
     return {
         "delivery": delivery,
         "executions": delivery.executions.select_related("worker_run", "executed_by").order_by(
@@ -168,12 +175,8 @@ def _delivery_context(request, delivery, *, waive_form=None, retry_form=None) ->
         ),
         "decisions": delivery.decisions.select_related("plan").order_by("-id")[:20],
         "recoverable": recoverable,
-        "waive_form": (waive_form or WaiveForm())
-        if recoverable and user.has_perm("closure.waive_delivery")
-        else None,
-        "retry_form": (retry_form or ManualRetryForm())
-        if recoverable and delivery.connector.enabled and user.has_perm("closure.execute_retry")
-        else None,
+        "waive_form": waive_form,
+        "retry_form": retry_form,
         "nav": "deliveries",
     }
 

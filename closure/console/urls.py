@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from closure.console import alerts, reporting, retries, views
+from closure.console import alerts, readiness, reporting, retries, views
 
 app_name = "console"
 
@@ -27,6 +27,8 @@ urlpatterns = [
     path("executions/", retries.execution_list, name="execution-list"),
     path("executions/<str:execution_id>/", retries.execution_detail, name="execution-detail"),
     path("closure/", reporting.closure_view, name="closure"),
+    path("readiness/", readiness.readiness_view, name="readiness"),
+    path("readiness/runbook/", readiness.runbook_export_view, name="runbook-export"),
     path("reviews/", reporting.review_list, name="review-list"),
     path("reviews/<str:review_id>/", reporting.review_detail, name="review-detail"),
     path("evidence/", reporting.evidence_list, name="evidence-list"),

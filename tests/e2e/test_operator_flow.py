@@ -115,19 +115,31 @@ def test_operator_clicks_through_the_five_steps_to_a_closed_loop_and_reviews_it(
     )
     session.shot("review")
 
-    # the remaining pages, for the record
+    # the remaining pages, lists and details, for the record
+    delivery = AlertDelivery.objects.get(provider="exec-webhook")
+    record = delivery.executions.order_by("attempt_number").last()
     for name, path in (
+        ("health-reports", "/console/health/"),
+        ("alerts", "/console/alerts/"),
         ("deliveries-charts", "/console/deliveries/"),
+        ("delivery", f"/console/deliveries/{delivery.delivery_id}/"),
         ("executions", "/console/executions/"),
-        ("evidence", "/console/evidence/"),
-        ("evidence-verify", "/console/evidence/verify/"),
-        ("acknowledgements", "/console/acknowledgements/"),
+        ("execution", f"/console/executions/{record.execution_id}/"),
+        ("retry-plans", "/console/retry-plans/"),
         ("worker-runs", "/console/worker-runs/"),
+        ("acknowledgements", "/console/acknowledgements/"),
+        ("reviews", "/console/reviews/"),
+        ("evidence", "/console/evidence/"),
+        (
+            "evidence-row",
+            f"/console/evidence/{Evidence.objects.order_by('sequence').last().sequence}/",
+        ),
+        ("evidence-verify", "/console/evidence/verify/"),
         ("flow-closed", "/console/"),
     ):
-        page.goto(path)
+        assert page.goto(path).status == 200, path
+        assert page.locator(".badge-broken").count() == 0, path
         session.shot(name)
-    assert page.locator(".badge-broken").count() == 0
 
     # then the loop is closed, the review is stored, and the browser saw no error
     assert closure_dashboard()["closure_state"] == "closed"

@@ -32,13 +32,14 @@ class Command(BaseCommand):
                 [
                     "",
                     "CAVRA closure demo " + ("loaded" if loaded else "(existing data kept)"),
+                    f"  Evidence Console:       {base}/console/  (operators: start here)",
                     f"  Admin (auditors' tool): {base}/admin/",
                     f"  API root:               {base}/api/v1/",
                     f"  Closure dashboard:      {base}{B}/final-reporting-closure-dashboard",
                     f"  Log in as any of {', '.join(DEMO_USERS)} with password {DEMO_PASSWORD}",
                     f"  API token for operator (valid 1 day): {token}",
                     f"  Demo receiver on {receiver.url} (/flaky fails first attempts)",
-                    "  Next: plan and run the retry worker, see README 'Operator flow'.",
+                    "  Next: the console's flow page walks the five steps (README: Operator flow).",
                     "",
                 ]
             )

@@ -12,6 +12,9 @@ from closure.services.errors import ServiceError
 from closure.services.retries import RetryPolicy
 from closure.worker import RetryResult, WorkerOptions, worker_run_execute, worker_run_serialize
 
+# How long a looping worker waits before trying again after the database went away.
+DATABASE_RETRY_SECONDS = 5.0
+
 
 class Command(BaseCommand):
     help = (
@@ -111,7 +114,11 @@ class Command(BaseCommand):
                 continue
             if not options["loop"]:
                 return
-            # Jitter spreads many workers' polls apart so they do not claim in lockstep.
-            stop.wait(options["interval"] * random.uniform(0.8, 1.2))  # noqa: S311
+            # Jitter spreads many workers' polls apart so they do not claim in lockstep. After a
+            # database error the wait is capped, so the worker is back soon after the database.
+            wait = options["interval"]
+            if outcome is None:
+                wait = min(wait, DATABASE_RETRY_SECONDS)
+            stop.wait(wait * random.uniform(0.8, 1.2))  # noqa: S311
             if stop.is_set():
                 return
