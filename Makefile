@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 # and one database backend (integer ranges in it come from the backend).
 SCHEMA_ENV := DJANGO_SETTINGS_MODULE=cavra.settings CAVRA_HTTPS=1 CAVRA_ALLOW_INSECURE_DEV_KEY=1 DATABASE_URL=sqlite://:memory:
 
-.PHONY: demo test test-postgres test-all lint install clean openapi openapi-check check-deploy audit serve
+.PHONY: demo test test-postgres test-all lint install clean openapi openapi-check check-deploy audit serve docs-screenshots
 
 $(VENV)/.installed: pyproject.toml
 	@interpreter=$$(scripts/find-python) || exit 1; \
@@ -59,6 +59,10 @@ audit: install
 serve: install
 	$(PY) manage.py collectstatic --noinput -v0
 	$(VENV)/bin/gunicorn -c cavra/gunicorn.conf.py cavra.wsgi
+
+## Refresh docs/screenshots/ from the browser tests (needs Chromium; see scripts/docs-screenshots).
+docs-screenshots: install
+	PY=$(PY) scripts/docs-screenshots
 
 clean:
 	rm -rf $(VENV) var

@@ -2,7 +2,7 @@
 
 SQLite is the embedded default; ``DATABASE_URL=postgres://…`` selects PostgreSQL, the production
 database. ``DEBUG`` is off unless ``DJANGO_DEBUG`` is set to a true value. Every variable is
-listed in docs/configuration.md.
+listed in docs/deployment.md.
 """
 
 import os
@@ -250,7 +250,7 @@ LOGGING = {
 }
 
 # The cache holds throttle counters, so every app server must see the same one: the database
-# cache (table `cavra_cache`, created by migration 0012) unless CAVRA_CACHE_URL names Redis.
+# cache (table `cavra_cache`, created by migration 0011) unless CAVRA_CACHE_URL names Redis.
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",

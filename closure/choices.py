@@ -219,10 +219,12 @@ class ClosureState(models.TextChoices):
     OPEN = "open", "Open"
 
 
-# Evidence kinds that record reading, reviewing or exporting the ledger rather than a change
-# to the reporting loop: a closure review still covers the current state after them.
+# Evidence kinds that record reading, reviewing or exporting the ledger, or access to the app,
+# rather than a change to the reporting loop: a closure review still covers the current state
+# after them.
 LEDGER_READ_KINDS = frozenset(
     {
+        MetadataKind.LOGIN_LOCKOUT,
         MetadataKind.CLOSURE_REVIEW,
         MetadataKind.READINESS_SUMMARY,
         MetadataKind.RUNBOOK_EXPORT,

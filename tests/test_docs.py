@@ -6,7 +6,6 @@ from xml.etree import ElementTree
 
 import pytest
 from django.core.management import get_commands
-from django.utils.text import slugify
 
 from closure.choices import METADATA_KIND_PREFIX, MetadataKind
 
@@ -24,10 +23,15 @@ def _text(document: Path) -> str:
     return document.read_text(encoding="utf-8")
 
 
+def _anchor(heading: str) -> str:
+    """A heading's anchor as the repository host renders it: lower case, punctuation other than
+    hyphens and underscores dropped, each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
 def _anchors(document: Path) -> set[str]:
-    """GitHub-style heading anchors: lower case, punctuation dropped, spaces as hyphens."""
     headings = HEADING.findall(CODE_BLOCK.sub("", _text(document)))
-    return {slugify(re.sub(r"[`*_]", "", heading)) for heading in headings}
+    return {_anchor(heading) for heading in headings}
 
 
 def _relative_links(document: Path) -> list[str]:
@@ -75,10 +79,14 @@ def test_documented_manage_commands_exist(document):
 
 
 def test_a_broken_link_and_an_unknown_command_are_caught(tmp_path):
-    (tmp_path / "here.md").write_text("# Here we go\n\n## `code` heading\n", encoding="utf-8")
+    (tmp_path / "here.md").write_text(
+        "# Here we go\n\n## `code` heading\n\n## Throughput (bench/worker_throughput.py)\n",
+        encoding="utf-8",
+    )
     document = tmp_path / "guide.md"
     document.write_text(
         "# Guide\n[ok](here.md) [ok](here.md#here-we-go) [ok](here.md#code-heading) "
+        "[ok](here.md#throughput-benchworker_throughputpy) "
         "[ok](#guide) [gone](gone.md) [bad](here.md#nowhere) [web](https://example.com/x)\n\n"
         "Run `manage.py verify_evidence`, then `manage.py no_such_command`.\n"
         "```\n[in code](not-checked.md)\n```\n",
@@ -136,3 +144,18 @@ def test_the_flow_diagram_names_the_five_steps_and_every_flow_evidence_kind():
         MetadataKind.READINESS_SUMMARY,
         MetadataKind.RUNBOOK_EXPORT,
     ]
+
+
+# Settings read through these helpers name the variable as their first argument.
+ENVIRONMENT_READ = re.compile(
+    r"(?:os\.environ\.get|os\.environ\[|env_int|env_bool)\(?\"([A-Z0-9_]+)\""
+)
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_deployment_table():
+    sources = [*(ROOT / "cavra").rglob("*.py"), *(ROOT / "closure").rglob("*.py")]
+    read = {name for path in sources for name in ENVIRONMENT_READ.findall(path.read_text())}
+    deployment = _text(ROOT / "docs" / "deployment.md")
+    table = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", deployment, re.MULTILINE))
+    assert "DJANGO_SECRET_KEY" in read
+    assert sorted(read - table) == []

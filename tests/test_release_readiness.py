@@ -10,6 +10,7 @@ from closure.chain import canonical_json, sha256_hex
 from closure.choices import MetadataKind
 from closure.evidence import evidence_envelope
 from closure.models import Evidence
+from closure.ops.lockout import login_lockout_record
 from closure.readiness import release_readiness, runbook_build, runbook_markdown
 from tests.conftest import A, B, assert_invalid, client_for, closure_counts
 from tests.factories import (
@@ -157,8 +158,9 @@ def test_readiness_wants_a_new_review_after_the_loop_changed(operator, closed_lo
     # given a confirmed review, then a change to the loop recorded after it
     make_closure_review(actor=operator)
     make_evidence(kind=MetadataKind.HEALTH, session_id="later-report", signer="olivia")
-    # (reading the ledger is no change: an export row does not invalidate the review)
+    # (reading the ledger or a locked-out sign-in is no change: neither invalidates the review)
     make_evidence(kind=MetadataKind.EVIDENCE_EXPORT, session_id="an-export", signer="arthur")
+    login_lockout_record(username="mallory", ip_address="192.0.2.7")
 
     body = release_readiness()
 
