@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 # and one database backend (integer ranges in it come from the backend).
 SCHEMA_ENV := DJANGO_SETTINGS_MODULE=cavra.settings CAVRA_HTTPS=1 CAVRA_ALLOW_INSECURE_DEV_KEY=1 DATABASE_URL=sqlite://:memory:
 
-.PHONY: demo test test-postgres test-all lint install clean openapi openapi-check check-deploy audit serve docs-screenshots
+.PHONY: demo test test-postgres test-all lint install clean openapi openapi-check check-deploy audit serve docs-screenshots bench
 
 $(VENV)/.installed: pyproject.toml
 	@interpreter=$$(scripts/find-python) || exit 1; \
@@ -63,6 +63,18 @@ serve: install
 ## Refresh docs/screenshots/ from the browser tests (needs Chromium; see scripts/docs-screenshots).
 docs-screenshots: install
 	PY=$(PY) scripts/docs-screenshots
+
+## Every benchmark at full scale on PostgreSQL, one after another (about an hour; needs wrk).
+## Figures and how to read them: docs/performance.md.
+bench: install
+	$(PY) bench/dashboard.py
+	$(PY) bench/list_pages.py --database cavra_bench_dashboard --reuse  # the dashboard's data
+	$(PY) bench/retry_planning.py
+	$(PY) bench/ingest.py
+	$(PY) bench/worker_throughput.py
+	$(PY) bench/worker_throughput.py --receiver-latency-ms 50
+	$(PY) bench/evidence_throughput.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) var

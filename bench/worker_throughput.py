@@ -13,24 +13,30 @@ Builds its own PostgreSQL database (dropped and re-created), seeds N failed deli
 Prints the median deliveries per second of each and their ratio.
 
     .venv/bin/python bench/worker_throughput.py --deliveries 2000 --workers 4 --rounds 3
+
+The workers run with production settings (`bench_env`: DEBUG off, so Django keeps no query log).
+The receiver listens on loopback, the only address this benchmark can rely on, so the workers
+get CAVRA_ALLOW_LOOPBACK_CONNECTORS=1 and `--skip-checks`: system check closure.E001 refuses that
+setting with DEBUG off, and it must keep refusing it for every real deployment.
 """
 
 import argparse
 import http.client
 import json
 import multiprocessing
-import os
+import resource
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import DEFAULT_PG, ROOT, bench_env, django_setup, migrate, recreate_database
+
 SEND_CONCURRENCY = 8  # WorkerOptions.send_concurrency's default
-sys.path.insert(0, str(ROOT))
+# Decisions per claim: a multiple of SEND_CONCURRENCY, so every wave of sends is full.
+BATCH = 4 * SEND_CONCURRENCY
 
 
 def serve_receiver(port_queue, latency_seconds: float) -> None:
@@ -56,15 +62,6 @@ def serve_receiver(port_queue, latency_seconds: float) -> None:
     server = Server(("127.0.0.1", 0), Handler)
     port_queue.put(server.server_address[1])
     server.serve_forever()
-
-
-def recreate_database(base_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{base_url}/{name}"
 
 
 def seed(count: int, port: int) -> tuple[str, int]:
@@ -146,8 +143,15 @@ def seed(count: int, port: int) -> tuple[str, int]:
     return plan.retry_plan_id, body_size
 
 
-def run_workers(plan_id: str, workers: int, count: int, env: dict) -> float:
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_workers(plan_id: str, workers: int, count: int, env: dict) -> tuple[float, float]:
+    """Returns (elapsed seconds, CPU seconds the worker processes used)."""
     per_worker = min(500, -(-count // workers) + 25)
+    cpu_before = children_cpu_seconds()
     started = time.perf_counter()
     processes = [
         subprocess.Popen(  # noqa: S603
@@ -163,8 +167,9 @@ def run_workers(plan_id: str, workers: int, count: int, env: dict) -> float:
                 "--max-retry-deliveries",
                 str(per_worker),
                 "--batch",
-                "25",
+                str(BATCH),
                 "--drain",
+                "--skip-checks",
             ],
             cwd=ROOT,
             env=env,
@@ -177,10 +182,11 @@ def run_workers(plan_id: str, workers: int, count: int, env: dict) -> float:
     elapsed = time.perf_counter() - started
     if any(p.returncode for p in processes):
         raise SystemExit("a worker failed")
-    return elapsed
+    return elapsed, children_cpu_seconds() - cpu_before
 
 
-def run_plain_client(port: int, workers: int, count: int, body_size: int) -> float:
+def run_plain_client(port: int, workers: int, count: int, body_size: int) -> tuple[float, float]:
+    """Returns (elapsed seconds, CPU seconds the client used)."""
     body = b"x" * body_size
     per_thread = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
 
@@ -194,12 +200,26 @@ def run_plain_client(port: int, workers: int, count: int, body_size: int) -> flo
             conn.close()
 
     threads = [threading.Thread(target=send, args=(n,)) for n in per_thread]
+    cpu_before = time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu_before
+
+
+def recorded_rate() -> float:
+    """Attempts per second between the first and the last recorded attempt: the workers'
+    rate once they run, without the start-up of their processes."""
+    from django.db.models import Count, Max, Min
+
+    from closure.models import ExecutionRecord
+
+    span = ExecutionRecord.objects.filter(trigger="retry").aggregate(
+        count=Count("id"), first=Min("executed_at"), last=Max("executed_at")
+    )
+    return (span["count"] - 1) / (span["last"] - span["first"]).total_seconds()
 
 
 def main() -> None:
@@ -207,7 +227,7 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--pg", default=DEFAULT_PG)
     parser.add_argument("--database", default="cavra_bench_worker")
     parser.add_argument(
         "--receiver-latency-ms",
@@ -227,39 +247,38 @@ def main() -> None:
     port = port_queue.get(timeout=10)
 
     worker_rates, plain_rates = [], []
+    # CPU time per delivery in the worker processes and in the plain client (neither counts
+    # the receiver; PostgreSQL's share is on top of the workers').
+    worker_cpu_ms, plain_cpu_ms = [], []
+    steady_rates = []
     for round_number in range(1, args.rounds + 1):
         url = recreate_database(args.pg, args.database)
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "CAVRA_ALLOW_LOOPBACK_CONNECTORS": "1",
-            "DJANGO_DEBUG": "1",
-            "CAVRA_LOG_LEVEL": "ERROR",
-        }
-        subprocess.run(  # noqa: S603
-            [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
-        )
-        os.environ.update(env)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cavra.settings")
-        import django
+        # Migrated without the loopback setting, so the system checks run as in production.
+        migrate(bench_env(url, CAVRA_ALLOW_LOOPBACK_CONNECTORS="0"))
+        env = bench_env(url, CAVRA_ALLOW_LOOPBACK_CONNECTORS="1")
+        if round_number == 1:
+            django_setup(env)
         from django.db import connections
 
-        django.setup()
-        connections["default"].settings_dict["NAME"] = args.database
         connections.close_all()
         plan_id, body_size = seed(args.deliveries, port)
         connections.close_all()
 
-        worker_seconds = run_workers(plan_id, args.workers, args.deliveries, env)
+        worker_seconds, worker_cpu = run_workers(plan_id, args.workers, args.deliveries, env)
         # The same concurrency as the workers: every worker keeps SEND_CONCURRENCY calls open.
-        plain_seconds = run_plain_client(
+        plain_seconds, plain_cpu = run_plain_client(
             port, args.workers * SEND_CONCURRENCY, args.deliveries, body_size
         )
+        steady_rates.append(recorded_rate())
+        connections.close_all()
         worker_rates.append(args.deliveries / worker_seconds)
         plain_rates.append(args.deliveries / plain_seconds)
+        worker_cpu_ms.append(worker_cpu * 1000 / args.deliveries)
+        plain_cpu_ms.append(plain_cpu * 1000 / args.deliveries)
         print(
-            f"round {round_number}: workers {worker_rates[-1]:8.1f} deliveries/s   "
-            f"plain client {plain_rates[-1]:8.1f} requests/s"
+            f"round {round_number}: workers {worker_rates[-1]:8.1f} deliveries/s "
+            f"({worker_cpu_ms[-1]:.2f} ms CPU each)   plain client {plain_rates[-1]:8.1f} "
+            f"requests/s ({plain_cpu_ms[-1]:.2f} ms CPU each)"
         )
 
     worker_median = statistics.median(worker_rates)
@@ -269,7 +288,15 @@ def main() -> None:
         f"receiver latency: {args.receiver_latency_ms:g} ms"
     )
     print(f"median workers (evidence on): {worker_median:8.1f} deliveries/s")
+    print(
+        f"median workers, first to last recorded attempt (no process start-up): "
+        f"{statistics.median(steady_rates):8.1f} deliveries/s"
+    )
     print(f"median plain HTTP client:     {plain_median:8.1f} requests/s")
+    print(
+        f"median CPU per delivery:      workers {statistics.median(worker_cpu_ms):.2f} ms, "
+        f"plain client {statistics.median(plain_cpu_ms):.2f} ms"
+    )
     print(f"ratio workers / plain client: {worker_median / plain_median:8.3f}  (target >= 0.5)")
     receiver.terminate()
 

@@ -24,6 +24,9 @@ errorlog = "-"
 max_requests = 2000
 max_requests_jitter = 200
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No runtime control socket: its default path is shared by every gunicorn of the user, and
+# workers are managed by the service manager's signals instead.
+control_socket_disable = True
 
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / "cavra-prometheus")

@@ -96,7 +96,7 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     # django-axes first: it refuses a locked-out username/address before any password check.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "closure.backends.ModelBackendOneQuery",
 ]
 
 ROOT_URLCONF = "cavra.urls"

@@ -9,6 +9,7 @@ one needs neither a database nor Django settings.
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -101,6 +102,19 @@ def payload_matches(payload: Any, payload_sha: str) -> bool:
     return sha256_hex(canonical_json(payload)) == payload_sha
 
 
+def payload_text_matches(text: str | bytes, payload_sha: str) -> bool:
+    """Whether the JSON text of a stored payload is a payload whose canonical JSON hashes to
+    `payload_sha`: parsed and re-encoded by orjson when it can, else by the standard path."""
+    if orjson is not None:
+        try:
+            fast = orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONDecodeError, TypeError):
+            fast = b""
+        if hashlib.sha256(fast).hexdigest() == payload_sha:
+            return True
+    return payload_matches(json_loads(text), payload_sha)
+
+
 def payload_json(payload: Any, payload_sha: str) -> bytes:
     """The canonical JSON of a stored payload (fast when it matches its hash)."""
     return _fast_canonical(payload, payload_sha) or canonical_json(payload)
@@ -148,8 +162,12 @@ class ChainWalker:
         contiguous: bool = True,
         first_sequence: int = 1,
         first_previous_hash: str | None = GENESIS_HASH,
+        remember: frozenset[int] = frozenset(),
     ) -> None:
         self.contiguous = contiguous
+        # Sequences whose chain_hash is kept once their row holds (signed checkpoint heads).
+        self.remember = remember
+        self.remembered: dict[int, str] = {}
         self.expected_sequence = first_sequence
         # None: the previous hash of the first row cannot be known (an export starting mid-way).
         self.previous_hash = first_previous_hash
@@ -195,7 +213,41 @@ class ChainWalker:
         self.last_sequence = sequence
         self.expected_sequence = sequence + 1
         self.count += 1
+        if sequence in self.remember:
+            self.remembered[sequence] = row_chain
         return True
+
+    def feed_stored(self, rows: Iterable[tuple]) -> bool:
+        """Check contiguous rows whose payload is JSON text, as the database returns them:
+        (sequence, payload text, payload_sha256, previous_hash, chain_hash), in order.
+
+        The same checks as `feed`, in one tight loop: each row must be the expected sequence,
+        link to the row before, carry the hash of its payload's canonical JSON and its chain
+        hash. A row that fails any of them goes through `feed`, which names the problem (or
+        accepts it, when only the fast encoding differed). False at the first break.
+        """
+        if not self.contiguous:
+            raise ValueError("feed_stored checks a contiguous chain")
+        sha256, remember = hashlib.sha256, self.remember
+        for row in rows:
+            sequence, text, payload_sha, previous_hash, row_chain = row
+            if (
+                self.last_sequence is None
+                or sequence != self.expected_sequence
+                or previous_hash != self.previous_hash
+                or not payload_text_matches(text, payload_sha)
+                or sha256((previous_hash + payload_sha).encode()).hexdigest() != row_chain
+            ):
+                if not self.feed(sequence, json_loads(text), payload_sha, previous_hash, row_chain):
+                    return False
+                continue
+            self.previous_hash = row_chain
+            self.last_sequence = sequence
+            self.expected_sequence = sequence + 1
+            self.count += 1
+            if sequence in remember:
+                self.remembered[sequence] = row_chain
+        return self.broken is None
 
 
 # -- CSV rows of an export ----------------------------------------------------------------------

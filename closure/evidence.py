@@ -17,6 +17,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
+from django.db.models.signals import post_save
 from django.utils import timezone
 from psycopg.types.string import TextLoader
 
@@ -35,10 +36,12 @@ __all__ = [
     "GENESIS_HASH",
     "ChainVerification",
     "CheckpointClaim",
+    "EvidenceEntry",
     "EvidenceFilters",
     "canonical_json",
     "chain_hash",
     "evidence_append",
+    "evidence_append_many",
     "evidence_envelope",
     "evidence_head",
     "evidence_verify",
@@ -57,6 +60,20 @@ class EvidenceFilters:
     dry_run: bool | None = None
 
 
+@dataclass(frozen=True)
+class EvidenceEntry:
+    """One evidence row to append: the change's subject and its envelope counts."""
+
+    kind: MetadataKind
+    session_id: str
+    signer: str
+    subject: dict
+    filters: EvidenceFilters = EvidenceFilters()
+    decision_count: int = 0
+    blocked_count: int = 0
+    approval_required_count: int = 0
+
+
 def evidence_append(
     *,
     kind: MetadataKind,
@@ -70,45 +87,93 @@ def evidence_append(
     now: datetime | None = None,
 ) -> Evidence:
     """Append one evidence row to the chain. Must run inside the caller's transaction."""
+    entry = EvidenceEntry(
+        kind=kind,
+        session_id=session_id,
+        signer=signer,
+        subject=subject,
+        filters=filters,
+        decision_count=decision_count,
+        blocked_count=blocked_count,
+        approval_required_count=approval_required_count,
+    )
+    [row] = evidence_append_many([entry], now=now)
+    return row
+
+
+def evidence_append_many(
+    entries: list[EvidenceEntry], *, now: datetime | None = None
+) -> list[Evidence]:
+    """Append rows to the chain in the given order, under one lock and in one INSERT.
+
+    Must run inside the caller's transaction. Each row is chained to the one before it exactly
+    as if it had been appended on its own.
+    """
     if not connection.in_atomic_block:
         raise RuntimeError("evidence must be written inside the transaction of its change")
+    if not entries:
+        return []
     created_at = now or timezone.now()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVIDENCE_LOCK_KEY])
     head = Evidence.objects.order_by("-sequence").values("sequence", "chain_hash").first()
-    sequence = head["sequence"] + 1 if head else 1
+    sequence = head["sequence"] if head else 0
     previous = head["chain_hash"] if head else GENESIS_HASH
+    rows = []
+    for entry in entries:
+        sequence += 1
+        row = _evidence_row(entry, sequence=sequence, previous=previous, created_at=created_at)
+        previous = row.chain_hash
+        rows.append(row)
+    Evidence.objects.bulk_create(rows)
+    for row in rows:
+        # bulk_create sends no signal; observers (the evidence log line) still see every row.
+        post_save.send(
+            sender=Evidence,
+            instance=row,
+            created=True,
+            update_fields=None,
+            raw=False,
+            using=connection.alias,
+        )
+    return rows
+
+
+def _evidence_row(
+    entry: EvidenceEntry, *, sequence: int, previous: str, created_at: datetime
+) -> Evidence:
+    filters = entry.filters
     payload = {
         "schema_version": SCHEMA_VERSION,
         "product": PRODUCT,
-        "metadata_kind": str(kind),
-        "session_id": session_id,
+        "metadata_kind": str(entry.kind),
+        "session_id": entry.session_id,
         "created_at": isoformat(created_at),
-        "signer": signer,
-        "decision_count": decision_count,
-        "blocked_count": blocked_count,
-        "approval_required_count": approval_required_count,
+        "signer": entry.signer,
+        "decision_count": entry.decision_count,
+        "blocked_count": entry.blocked_count,
+        "approval_required_count": entry.approval_required_count,
         "health_id": filters.health_id,
         "provider": filters.provider,
         "execution_status": filters.execution_status,
         "dry_run": filters.dry_run,
-        "subject": json.loads(canonical_json(subject)),
+        "subject": json.loads(canonical_json(entry.subject)),
     }
     payload_sha = sha256_hex(canonical_json(payload))
-    return Evidence.objects.create(
+    return Evidence(
         sequence=sequence,
-        metadata_kind=kind,
-        session_id=session_id,
+        metadata_kind=entry.kind,
+        session_id=entry.session_id,
         created_at=created_at,
-        signer=signer,
+        signer=entry.signer,
         health_id=filters.health_id,
         provider=filters.provider,
         execution_status=filters.execution_status,
         dry_run=filters.dry_run,
-        decision_count=decision_count,
-        blocked_count=blocked_count,
-        approval_required_count=approval_required_count,
+        decision_count=entry.decision_count,
+        blocked_count=entry.blocked_count,
+        approval_required_count=entry.approval_required_count,
         payload=payload,
         payload_sha256=payload_sha,
         previous_hash=previous,
@@ -147,12 +212,16 @@ def long_read() -> Iterator[None]:
         yield
 
 
-def ledger_rows(rows: QuerySet, *, chunk_size: int = STREAM_ROWS) -> Iterator[tuple]:
+def ledger_rows(
+    rows: QuerySet, *, chunk_size: int = STREAM_ROWS, payload_text: bool = False
+) -> Iterator[tuple]:
     """Stream `CHAIN_FIELDS` of the given evidence rows in their order, in constant memory.
 
     On PostgreSQL the query's rows are streamed straight from psycopg (chunked rows mode): the
     server keeps producing rows while Python hashes the ones it has, and the payload arrives as
-    JSON text parsed once by `chain.json_loads`. Elsewhere Django's iterator reads in chunks.
+    JSON text, parsed once by `chain.json_loads` or, with `payload_text`, handed on unparsed
+    (`ChainWalker.feed_stored` takes it so). Elsewhere Django's iterator reads in chunks and
+    the payload is always parsed.
     """
     rows = rows.values_list(*CHAIN_FIELDS)
     if connection.vendor != "postgresql":
@@ -162,9 +231,11 @@ def ledger_rows(rows: QuerySet, *, chunk_size: int = STREAM_ROWS) -> Iterator[tu
     connection.ensure_connection()
     with connection.connection.cursor() as cursor:
         cursor.adapters.register_loader("jsonb", TextLoader)
-        for sequence, payload, payload_sha, previous, row_chain in cursor.stream(
-            sql, params, size=chunk_size
-        ):
+        stream = cursor.stream(sql, params, size=chunk_size)
+        if payload_text:
+            yield from stream
+            return
+        for sequence, payload, payload_sha, previous, row_chain in stream:
             yield sequence, chain.json_loads(payload), payload_sha, previous, row_chain
 
 
@@ -238,6 +309,8 @@ class ChainVerification:
     problem: str
     # One entry per checkpoint checked: the latest stored one first, then any given.
     checkpoints: tuple[dict, ...] = field(default=())
+    # Rows 1 to this sequence were proven by the signed checkpoint there, not read again.
+    proven_through: int = 0
 
     def as_dict(self) -> dict:
         stored = [c for c in self.checkpoints if c["source"] == "database"]
@@ -254,19 +327,73 @@ class ChainVerification:
             body["external_checkpoints"] = external
         return body
 
+    def verified_rows(self) -> str:
+        """What this verification rests on, in words."""
+        if not self.proven_through:
+            return f"rows 1-{self.count} verified now"
+        through = self.proven_through
+        checkpoint = self.checkpoints[0]
+        proven = (
+            f"rows 1-{through} proven by the checkpoint at sequence {through} (key "
+            f"{checkpoint['key_id']}) signed at {checkpoint['checkpointed_at']}"
+        )
+        if self.count == through:
+            return f"{proven}; row {through} verified now, none after it"
+        return f"{proven}; rows {through}-{self.count} verified now"
+
 
 def latest_checkpoint() -> EvidenceCheckpoint | None:
     return EvidenceCheckpoint.objects.order_by("-head_sequence", "-id").first()
 
 
+def _walk(walker: chain.ChainWalker, rows: QuerySet, chunk_size: int) -> None:
+    """Feed the given rows to `walker` in one streaming read, up to the first break."""
+    payload_text = connection.vendor == "postgresql"
+    stream = ledger_rows(rows, chunk_size=chunk_size, payload_text=payload_text)
+    with long_read(), closing(stream):
+        if payload_text:
+            walker.feed_stored(stream)
+            return
+        for row in stream:
+            if not walker.feed(*row):
+                return
+
+
+def _verify_after_checkpoint(entry: dict, chunk_size: int) -> ChainVerification | None:
+    """The chain proven by a validly signed checkpoint up to its head, verified from there.
+
+    The row at the checkpoint's head is read again: its own hashes must hold and its chain hash
+    must be the signed one. Every later row is verified as in a full pass and must continue
+    the chain from it. None when anything does not hold: the caller then verifies everything.
+    """
+    head = entry["head_sequence"]
+    walker = chain.ChainWalker(
+        first_sequence=head, first_previous_hash=None, remember=frozenset({head})
+    )
+    _walk(walker, Evidence.objects.filter(sequence__gte=head).order_by("sequence"), chunk_size)
+    if walker.broken or walker.remembered.get(head) != entry["chain_head"]:
+        return None
+    entry["matches_chain"] = True
+    count = head - 1 + walker.count
+    return ChainVerification(True, count, walker.head, None, "", (entry,), proven_through=head)
+
+
 def evidence_verify(
-    *, chunk_size: int = STREAM_ROWS, external: tuple[CheckpointClaim, ...] = ()
+    *,
+    chunk_size: int = STREAM_ROWS,
+    external: tuple[CheckpointClaim, ...] = (),
+    full: bool = True,
 ) -> ChainVerification:
     """Recompute the whole chain in sequence order, streaming, in constant memory.
 
     Also checks the latest stored checkpoint (and any `external` copies): its signature must
     verify under a trusted public key, the row at its head must carry its chain hash, and the
     chain must reach its head, so cutting off the tail after a checkpoint is detected.
+
+    With `full=False` (release readiness) a latest stored checkpoint whose signature is valid
+    stands for the rows up to its head, and only the rows from its head on are read (see
+    `_verify_after_checkpoint`). If that does not hold, or there is no such checkpoint, the
+    whole chain is verified, so any problem is reported exactly as a full pass reports it.
     """
     stored = latest_checkpoint()
     claims = ([CheckpointClaim.from_row(stored)] if stored else []) + list(external)
@@ -284,39 +411,44 @@ def evidence_verify(
         }
         for claim in claims
     ]
-    # Only a checkpoint with a good signature says anything about the chain.
-    heads: dict[int, list[dict]] = {}
-    for entry in status:
-        if entry["signature_ok"]:
-            heads.setdefault(entry["head_sequence"], []).append(entry)
+    if not full and not external and stored and stored.head_sequence and status[0]["signature_ok"]:
+        after = _verify_after_checkpoint(status[0], chunk_size)
+        if after is not None:
+            return after
 
-    walker = chain.ChainWalker()
+    # Only a checkpoint with a good signature says anything about the chain, checked in
+    # sequence order: the first problem in the chain, or at a checkpoint's head, is reported.
+    signed = sorted(
+        (entry for entry in status if entry["signature_ok"]), key=lambda e: e["head_sequence"]
+    )
+    walker = chain.ChainWalker(remember=frozenset(e["head_sequence"] for e in signed))
+    _walk(walker, Evidence.objects.order_by("sequence"), chunk_size)
     mismatch: tuple[int, str] | None = None
-    rows = ledger_rows(Evidence.objects.order_by("sequence"), chunk_size=chunk_size)
-    with long_read(), closing(rows):
-        for sequence, payload, payload_sha, previous_hash, row_chain in rows:
-            if not walker.feed(sequence, payload, payload_sha, previous_hash, row_chain):
-                break
-            for entry in heads.get(sequence, ()):
-                entry["matches_chain"] = entry["chain_head"] == row_chain
-                if not entry["matches_chain"] and mismatch is None:
-                    mismatch = (
-                        sequence,
-                        f"chain_hash differs from the signed checkpoint of "
-                        f"{entry['checkpointed_at']} at sequence {sequence}",
-                    )
-            if mismatch:
-                break
+    for entry in signed:
+        sequence = entry["head_sequence"]
+        row_chain = walker.remembered.get(sequence)
+        if row_chain is None or (mismatch and sequence > mismatch[0]):
+            continue  # not reached, or beyond the first mismatch
+        entry["matches_chain"] = entry["chain_head"] == row_chain
+        if not entry["matches_chain"] and mismatch is None:
+            mismatch = (
+                sequence,
+                f"chain_hash differs from the signed checkpoint of {entry['checkpointed_at']} "
+                f"at sequence {sequence}",
+            )
 
     def result(sequence: int | None, problem: str) -> ChainVerification:
         return ChainVerification(
             sequence is None, walker.count, walker.head, sequence, problem, tuple(status)
         )
 
+    if mismatch:
+        # The rows up to the mismatching checkpoint's head hold; the report ends there.
+        sequence, problem = mismatch
+        head = walker.remembered[sequence]
+        return ChainVerification(False, sequence, head, sequence, problem, tuple(status))
     if walker.broken:
         return result(walker.broken.sequence, walker.broken.problem)
-    if mismatch:
-        return result(*mismatch)
     for entry in sorted(status, key=lambda e: e["head_sequence"]):
         if not entry["signature_ok"]:
             return result(

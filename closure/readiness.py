@@ -113,11 +113,13 @@ def _review_check(dashboard: dict) -> tuple[dict, dict | None]:
     return _check("closure_review_recorded", title, passed, evidence, action), summary
 
 
-def release_readiness(*, now: datetime | None = None) -> dict:
+def release_readiness(*, now: datetime | None = None, full: bool = False) -> dict:
     """Whether the release's reporting closure may be approved, check by check. Reads only.
 
     Its cost is the closure dashboard's fixed queries plus one streaming pass over the evidence
-    chain (see docs/evidence.md for the measured rate).
+    rows from the latest validly signed checkpoint on (the whole chain without one, or with
+    `full`); the chain check says which rows the checkpoint proves and which were verified now.
+    docs/evidence.md has the measured cost.
     """
     now = now or timezone.now()
     dashboard = closure_dashboard(now=now)
@@ -126,7 +128,7 @@ def release_readiness(*, now: datetime | None = None) -> dict:
     failed_executions, execution_refs = _failed_retry_executions()
     worker_failed = _risk_count(dashboard, "executive_retry_health_alert_retry_worker_failed")
     outstanding = _risk_count(dashboard, "executive_retry_health_alert_acknowledgement_outstanding")
-    chain = evidence_verify()
+    chain = evidence_verify(full=full)
     review_check, review = _review_check(dashboard)
     checkpoint = chain.as_dict()["checkpoint"]
 
@@ -181,6 +183,7 @@ def release_readiness(*, now: datetime | None = None) -> dict:
                 f"evidence_head={chain.head}",
                 f"first_broken_sequence={chain.first_broken_sequence or ''}",
                 f"checkpoint_head_sequence={checkpoint['head_sequence'] if checkpoint else ''}",
+                f"evidence_verified={chain.verified_rows()}",
             ],
             f"Stop and escalate: the ledger was changed outside the application (first broken "
             f"sequence {chain.first_broken_sequence}: {chain.problem}). Do not release.",
@@ -213,7 +216,11 @@ def release_readiness(*, now: datetime | None = None) -> dict:
             "open_items": dashboard["open_items"],
         },
         "latest_closure_review": review,
-        "evidence_chain": chain.as_dict(),
+        "evidence_chain": {
+            **chain.as_dict(),
+            "proven_by_checkpoint_through": chain.proven_through or None,
+            "verified": chain.verified_rows(),
+        },
     }
 
 

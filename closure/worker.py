@@ -1,15 +1,16 @@
 """The retry worker: executes due `retry` decisions, dry run unless told to go live.
 
 Live runs claim due decisions in batches with `SELECT … FOR UPDATE SKIP LOCKED` in a short
-transaction, take each delivery's attempt lease, call connectors outside any transaction, and
-record each outcome through the attempt service (fenced by the lease version). Any number of
+transaction, take each delivery's attempt lease, call connectors outside any transaction in
+waves of `send_concurrency`, and record each wave's outcomes together through the attempt
+service (one transaction per wave, each attempt fenced by its lease version). Any number of
 workers can share one PostgreSQL: they coordinate only through these row locks and leases. The
 API's POST retry-worker-run and `manage.py run_retry_worker` both run this `Worker`.
 """
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ from closure.choices import (
     SkipReason,
     WorkerRunStatus,
 )
+from closure.connectors import SendOutcome
 from closure.evidence import EvidenceFilters, evidence_append, isoformat
 from closure.models import (
     AlertDelivery,
@@ -37,11 +39,12 @@ from closure.models import (
     WorkerRun,
 )
 from closure.services.attempts import (
+    DELIVERY_LOCKED_FIELDS,
     ClaimedAttempt,
-    attempt_claim,
-    attempt_record,
-    attempt_renew,
+    attempts_claim,
     attempts_prepare,
+    attempts_record,
+    attempts_renew,
     execution_skip,
 )
 from closure.services.circuits import circuit_admit, circuits_ensure, circuits_locked
@@ -77,6 +80,22 @@ class RetryResult:
     decision: dict
     execution: ExecutionRecord | None = None
     skipped: str = ""
+
+
+@dataclass
+class Wave:
+    """Attempts sent together: those whose lease was lost (not sent) and those in flight."""
+
+    lost: list[RetryResult] = field(default_factory=list)
+    live: list[tuple[ClaimedAttempt, dict]] = field(default_factory=list)
+    sends: list[Future] = field(default_factory=list)
+    outcomes: list[SendOutcome] | None = None
+
+    def wait(self) -> list[SendOutcome]:
+        """The outcomes of the sends, in the order of `live`, once all have been answered."""
+        if self.outcomes is None:
+            self.outcomes = [send.result() for send in self.sends]
+        return self.outcomes
 
 
 @dataclass
@@ -137,6 +156,8 @@ class Worker:
         self.options = options
         self.on_result = on_result or (lambda result: None)
         self.should_stop = should_stop
+        # Connector configurations decrypted during this run, by ciphertext (attempts_prepare).
+        self.configs: dict[str, dict] = {}
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -293,20 +314,24 @@ class Worker:
         Lock order: pending decisions (SKIP LOCKED: another worker's claim is simply passed
         over), then their deliveries, then the connectors' circuits. A decision whose delivery
         changed is recorded as skipped; one whose connector's circuit is open stays pending.
+        The admitted decisions and their leases are taken with one statement each.
         """
         claims: list[tuple[ClaimedAttempt, dict]] = []
         skipped: list[RetryResult] = []
+        admitted: list[RetryDecision] = []
         now = timezone.now()
         with transaction.atomic(durable=True):
             decisions = list(
                 self._due_decisions(now)
                 .select_for_update(skip_locked=True, of=("self",))
-                .select_related("plan")[:limit]
+                .select_related("plan")
+                .defer("plan__policy", "plan__provider_filter")[:limit]
             )
             deliveries = {
                 d.pk: d
                 for d in AlertDelivery.objects.select_for_update(of=("self",))
                 .select_related("alert__health", "connector")
+                .only(*DELIVERY_LOCKED_FIELDS, "connector__enabled")
                 .filter(pk__in=[decision.delivery_id for decision in decisions])
                 .order_by("pk")
             }
@@ -341,45 +366,73 @@ class Worker:
                     continue
                 if not circuit_admit(circuits[delivery.connector_id], actor=self.actor, now=now):
                     continue  # circuit open: the decision waits for the cool-down
-                decision.status = DecisionStatus.IN_FLIGHT
-                decision.claimed_by_run = run
-                decision.save(update_fields=["status", "claimed_by_run"])
-                claim = attempt_claim(
-                    delivery=delivery,
+                admitted.append(decision)
+            if admitted:
+                WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
+                RetryDecision.objects.filter(pk__in=[d.pk for d in admitted]).update(
+                    status=DecisionStatus.IN_FLIGHT, claimed_by_run=run
+                )
+                leases = attempts_claim(
+                    deliveries=[d.delivery for d in admitted],
                     owner=run.run_id,
                     trigger=ExecutionTrigger.RETRY,
                     now=now,
-                    decision_pk=decision.pk,
+                    decision_pks=[d.pk for d in admitted],
                     worker_run_pk=run.pk,
                 )
-                claims.append((claim, _decision_public(decision)))
+                claims = [
+                    (claim, _decision_public(decision))
+                    for claim, decision in zip(leases, admitted, strict=True)
+                ]
         return claims, skipped
 
     def _attempt(self, run: WorkerRun, claim: ClaimedAttempt, decision: dict) -> RetryResult:
         """One attempt on its own: renew the lease, send, record."""
-        [result] = self._attempt_wave(run, [(claim, decision)], pool=None)
+        wave = self._send_wave(run, [(claim, decision)], pool=None, renew=True)
+        [result] = self._record_wave(run, wave)
         return result
 
-    def _attempt_wave(self, run: WorkerRun, wave: list, pool) -> list[RetryResult]:
-        """Renew the leases, send concurrently (no transaction, no lock), then record each
-        outcome in its own short transaction."""
-        WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-        results: list[RetryResult] = []
-        live = []
-        for claim, decision in wave:
-            if attempt_renew(claim):
-                live.append((claim, decision))
+    def _send_wave(self, run: WorkerRun, claims: list, pool, *, renew: bool) -> Wave:
+        """Renew the wave's leases and start its sends (no transaction, no lock).
+
+        `renew=False` is for the wave sent right after its claim: the claim has just taken
+        the leases and updated the run's heartbeat, so renewing would change nothing.
+        """
+        renewed = [True] * len(claims)
+        if renew:
+            # One commit for both: every commit waits for the disk.
+            with transaction.atomic(durable=True):
+                WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+                renewed = attempts_renew([claim for claim, _ in claims])
+        wave = Wave()
+        for (claim, decision), held in zip(claims, renewed, strict=True):
+            if held:
+                wave.live.append((claim, decision))
             else:
-                results.append(RetryResult(decision, skipped="lease_lost"))
-        prepared = attempts_prepare([claim for claim, _ in live])
-        timeout = self.options.timeout_seconds
+                wave.lost.append(RetryResult(decision, skipped="lease_lost"))
+        if wave.live:
+            prepared = attempts_prepare([claim for claim, _ in wave.live], configs=self.configs)
+            timeout = self.options.timeout_seconds
+            if pool is None:
+                wave.outcomes = [p.send(timeout_seconds=timeout) for p in prepared]
+            else:
+                wave.sends = [pool.submit(p.send, timeout_seconds=timeout) for p in prepared]
+        return wave
 
-        def send(item):
-            return item.send(timeout_seconds=timeout)
-
-        outcomes = list(pool.map(send, prepared)) if pool else [send(p) for p in prepared]
-        for (claim, decision), outcome in zip(live, outcomes, strict=True):
-            record = attempt_record(claim=claim, outcome=outcome, actor=self.actor)
+    def _record_wave(self, run: WorkerRun, wave: Wave) -> list[RetryResult]:
+        """Wait for the wave's sends, then record every outcome in one short transaction."""
+        results = list(wave.lost)
+        if not wave.live:
+            return results
+        outcomes = wave.wait()
+        records = attempts_record(
+            sent=[
+                (claim, outcome) for (claim, _), outcome in zip(wave.live, outcomes, strict=True)
+            ],
+            actor=self.actor,
+            worker_run=run,
+        )
+        for (_, decision), record in zip(wave.live, records, strict=True):
             lost = record.execution_status == ExecutionStatus.SUPERSEDED
             results.append(RetryResult(decision, execution=record, skipped="lease_lost" * lost))
         return results
@@ -390,25 +443,38 @@ class Worker:
         results: list[RetryResult] = []
         stopped = False
         concurrency = max(1, self.options.send_concurrency)
+
+        def emit(batch: list[RetryResult]) -> None:
+            for result in batch:
+                results.append(result)
+                self.on_result(result)
+
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             while len(results) < self.options.max_retry_deliveries and not stopped:
                 limit = min(self._batch_size(), self.options.max_retry_deliveries - len(results))
                 claims, skipped = self._claim(run, limit)
-                for result in skipped:
-                    results.append(result)
-                    self.on_result(result)
+                emit(skipped)
                 if not claims and not skipped:
                     break
+                # While one wave is recorded, the next one is already on the network: at most
+                # `concurrency` sends are in flight, since a wave starts only once the one
+                # before it has been answered.
+                previous: Wave | None = None
                 for start in range(0, len(claims), concurrency):
                     if self.should_stop():
                         attempts_release([claim for claim, _ in claims[start:]])
                         stopped = True
                         break
-                    for result in self._attempt_wave(
-                        run, claims[start : start + concurrency], pool
-                    ):
-                        results.append(result)
-                        self.on_result(result)
+                    if previous is not None:
+                        previous.wait()
+                    wave = self._send_wave(
+                        run, claims[start : start + concurrency], pool, renew=start > 0
+                    )
+                    if previous is not None:
+                        emit(self._record_wave(run, previous))
+                    previous = wave
+                if previous is not None:
+                    emit(self._record_wave(run, previous))
         statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
         delivered = statuses.count(ExecutionStatus.DELIVERED)
         # Taken by the connector but not confirmed (a Teams 202): not a failure of the run.
@@ -427,7 +493,11 @@ class Worker:
             "stopped_early": stopped,
         }
         with transaction.atomic(durable=True):
-            run = WorkerRun.objects.select_for_update().get(pk=run.pk)
+            run = (
+                WorkerRun.objects.select_for_update(of=("self",))
+                .select_related("started_by", "retry_plan")
+                .get(pk=run.pk)
+            )
             evidence = self._finish_run(
                 run,
                 status=_run_status(delivered + accepted, failed, skipped_count, len(results)),

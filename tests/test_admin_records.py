@@ -147,23 +147,23 @@ def test_only_platform_owners_may_add_connectors_and_nobody_deletes_one(request,
 
 # -- changelists: bounded queries, search, filters ----------------------------------------------
 
-# 4 auth (session, user, user's and groups' permissions); the bounded count; the page (related
+# 3 auth (session, user, permissions in one query); the bounded count; the page (related
 # columns joined); the date hierarchy's first and last date (one MIN/MAX aggregate). A provider
 # filter adds one query: the connector names (at most 200), or for upstream events the
 # providers of the newest 1,000 events. No DISTINCT over the table, no full COUNT(*).
 CHANGELIST_QUERIES = {
-    DeliveryEvent: 8,  # + the providers of the newest events
-    HealthReport: 7,
-    HealthAlert: 7,
-    AlertDelivery: 8,  # + connector names
-    Acknowledgement: 8,  # + connector names
-    RetryPlan: 7,
-    RetryDecision: 8,  # + connector names; the date hierarchy reads the plans' times
-    WorkerRun: 7,
-    ExecutionRecord: 8,  # + connector names
-    Evidence: 8,  # + connector names
-    EvidenceCheckpoint: 7,
-    ClosureReview: 7,
+    DeliveryEvent: 7,  # + the providers of the newest events
+    HealthReport: 6,
+    HealthAlert: 6,
+    AlertDelivery: 7,  # + connector names
+    Acknowledgement: 7,  # + connector names
+    RetryPlan: 6,
+    RetryDecision: 7,  # + connector names; the date hierarchy reads the plans' times
+    WorkerRun: 6,
+    ExecutionRecord: 7,  # + connector names
+    Evidence: 7,  # + connector names
+    EvidenceCheckpoint: 6,
+    ClosureReview: 6,
 }
 
 

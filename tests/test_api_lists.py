@@ -159,22 +159,22 @@ def _evidence(actor, start, n):
 
 # resource → (builder, the public ID field, queries for one page; see QUERIES)
 RESOURCES = {
-    "delivery-events": (_events, "event_id", 6),
-    "health-reports": (_reports, "health_id", 6),
-    "connectors": (_connectors, "name", 6),
-    "alerts": (_alerts, "alert_id", 7),
-    "deliveries": (_deliveries, "delivery_id", 6),
-    "acknowledgements": (_acknowledgements, "ack_id", 6),
-    "retry-plans": (_plans, "retry_plan_id", 6),
-    "worker-runs": (_runs, "run_id", 6),
-    "execution-records": (_executions, "execution_id", 6),
-    "evidence": (_evidence, "sequence", 6),
+    "delivery-events": (_events, "event_id", 5),
+    "health-reports": (_reports, "health_id", 5),
+    "connectors": (_connectors, "name", 5),
+    "alerts": (_alerts, "alert_id", 6),
+    "deliveries": (_deliveries, "delivery_id", 5),
+    "acknowledgements": (_acknowledgements, "ack_id", 5),
+    "retry-plans": (_plans, "retry_plan_id", 5),
+    "worker-runs": (_runs, "run_id", 5),
+    "execution-records": (_executions, "execution_id", 5),
+    "evidence": (_evidence, "sequence", 5),
 }
 # The queries of one list page, whatever the number of rows:
-#   1 the session, 2 the user, 3 the user's own permissions, 4 its groups' permissions
-#     (the view permission is checked once per request),
-#   5 COUNT(*) for `count`, 6 the page with its foreign keys joined (select_related),
-#   7 alerts only: their deliveries, prefetched for the whole page in one query.
+#   1 the session, 2 the user, 3 the user's own and its groups' permissions (one query; the
+#     view permission is checked once per request),
+#   4 COUNT(*) for `count`, 5 the page with its foreign keys joined (select_related),
+#   6 alerts only: their deliveries, prefetched for the whole page in one query.
 QUERIES = {name: queries for name, (_, _, queries) in RESOURCES.items()}
 
 
@@ -331,9 +331,9 @@ def test_alert_history_is_the_alert_list(reader, operator, django_assert_num_que
     # given three alerts
     created = _alerts(operator, 0, 3)
 
-    # when the history is read, then it is the alert list, newest first, in 7 queries
-    # (see QUERIES: session, user, 2 × permissions, count, page, deliveries)
-    with django_assert_num_queries(7):
+    # when the history is read, then it is the alert list, newest first, in 6 queries
+    # (see QUERIES: session, user, permissions, count, page, deliveries)
+    with django_assert_num_queries(6):
         response = reader.get(A)
     assert response.status_code == 200
     body = response.json()
@@ -341,9 +341,9 @@ def test_alert_history_is_the_alert_list(reader, operator, django_assert_num_que
     assert [row["alert_id"] for row in body["results"]] == list(reversed(created))
     assert body["results"] == reader.get("/api/v1/alerts/").json()["results"]
 
-    # and with thirty alerts it still takes 7 queries
+    # and with thirty alerts it still takes 6 queries
     _alerts(operator, 3, 27)
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         response = reader.get(A, {"page_size": 10})
     body = response.json()
     assert body["count"] == 30

@@ -591,17 +591,17 @@ def _populate(api, receiver, units: int):
 # The dashboard reads, whatever the number of records:
 #  1. session          the session row of the logged-in operator
 #  2. user             the operator
-#  3-4. permissions    the operator's user and group permissions (view_healthreport, ...)
-#  5. latest report    the newest health report, with "was any alert of it sent" (EXISTS)
-#  6. deliveries       one aggregate: count per status, failed-or-stuck, unacknowledged
-#  7. delivery refs    up to 20 failed and 20 exhausted public IDs, ranked in one window query
-#  8. overdue          up to 20 overdue retry decisions with their delivery and the total
-#  9. latest live run  the newest finished live worker run
-# 10. ack refs         up to 20 delivered, unacknowledged deliveries, oldest first
-# 11. circuits         connector circuits that are not closed, with the total
-# 12. summary          plans, live runs by status, executions by status, acknowledgements,
+#  3. permissions      the operator's own and group permissions, in one query
+#  4. latest report    the newest health report, with "was any alert of it sent" (EXISTS)
+#  5. deliveries       one aggregate: count per status, failed-or-stuck, unacknowledged
+#  6. delivery refs    up to 20 failed and 20 exhausted public IDs, ranked in one window query
+#  7. overdue          up to 20 overdue retry decisions with their delivery and the total
+#  8. latest live run  the newest finished live worker run
+#  9. ack refs         up to 20 delivered, unacknowledged deliveries, oldest first
+# 10. circuits         connector circuits that are not closed, with the total
+# 11. summary          plans, live runs by status, executions by status, acknowledgements,
 #                      four grouped counts in one UNION ALL
-DASHBOARD_QUERIES = 12
+DASHBOARD_QUERIES = 11
 
 
 @pytest.mark.parametrize("units", [3, 30])

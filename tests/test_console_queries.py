@@ -2,8 +2,8 @@
 
 Each page is read with 2 and with 26 rows (more than a page) of its records; the query count
 is the same, exact, and each query is named in a comment. The counts are for a signed-in
-operator: the session, the user, the user's and the groups' permissions are 4 queries, then
-cached for the request.
+operator: the session, the user and the permissions (the user's own and its groups', one query)
+are 3 queries, then cached for the request.
 """
 
 from datetime import timedelta
@@ -69,33 +69,34 @@ def _open_items():
     return closure_dashboard()["open_items"]
 
 
-# page → (exact queries, the model it lists). "4 auth" is the session, the user, the user's
-# permissions and the groups' permissions; "count" the bounded count (at most 10,001 rows read).
+# page → (exact queries, the model it lists). "3 auth" is the session, the user and the
+# permissions (the user's own and its groups', one query); "count" the bounded count (at most
+# 10,001 rows read).
 PAGES = {
-    # 4 auth; count; the page of reports (generated_by joined); the build form reads nothing
-    "/console/health/": (6, HealthReport),
-    # 4 auth; the send form's report choices and connector choices; count; the page of alerts
+    # 3 auth; count; the page of reports (generated_by joined); the build form reads nothing
+    "/console/health/": (5, HealthReport),
+    # 3 auth; the send form's report choices and connector choices; count; the page of alerts
     # (health and created_by joined); their deliveries (one prefetch)
-    "/console/alerts/": (9, HealthAlert),
-    # 4 auth; count; the page (alert and health joined); attempts over time and attempts per
+    "/console/alerts/": (8, HealthAlert),
+    # 3 auth; count; the page (alert and health joined); attempts over time and attempts per
     # delivery (one grouped query each, over the filtered set)
-    "/console/deliveries/": (8, AlertDelivery),
-    # 4 auth; the form's report and connector choices; count; the page (alert, health,
+    "/console/deliveries/": (7, AlertDelivery),
+    # 3 auth; the form's report and connector choices; count; the page (alert, health,
     # acknowledged_by joined)
-    "/console/acknowledgements/": (8, Acknowledgement),
-    # 4 auth; the form's connector and report choices; count; the page (generated_by joined)
-    "/console/retry-plans/": (8, RetryPlan),
-    # 4 auth; the latest plan (the form's initial choice); the form's plan and connector
+    "/console/acknowledgements/": (7, Acknowledgement),
+    # 3 auth; the form's connector and report choices; count; the page (generated_by joined)
+    "/console/retry-plans/": (7, RetryPlan),
+    # 3 auth; the latest plan (the form's initial choice); the form's plan and connector
     # choices; count; the page (started_by and retry_plan joined)
-    "/console/worker-runs/": (9, WorkerRun),
-    # 4 auth; count; the page (delivery, alert, health, worker run, executed_by joined);
+    "/console/worker-runs/": (8, WorkerRun),
+    # 3 auth; count; the page (delivery, alert, health, worker run, executed_by joined);
     # attempts over time (one grouped query)
-    "/console/executions/": (7, ExecutionRecord),
-    # 4 auth; count; the page (reviewer joined)
-    "/console/reviews/": (6, ClosureReview),
-    # 4 auth; count; the page (each row's hashes are recomputed in Python, its subject's link
+    "/console/executions/": (6, ExecutionRecord),
+    # 3 auth; count; the page (reviewer joined)
+    "/console/reviews/": (5, ClosureReview),
+    # 3 auth; count; the page (each row's hashes are recomputed in Python, its subject's link
     # comes from the public ID's prefix: no query per row)
-    "/console/evidence/": (6, Evidence),
+    "/console/evidence/": (5, Evidence),
 }
 
 
@@ -119,14 +120,14 @@ def test_console_list_page_query_count_does_not_grow(
     assert len(response.context["page"].object_list) == min(model.objects.count(), 25)
 
 
-# 4 auth; the flow's state (latest report with its alert count, its deliveries by status, the
+# 3 auth; the flow's state (latest report with its alert count, its deliveries by status, the
 # open decisions, the latest plan, the latest run: 5); the closure dashboard (7: latest report,
 # deliveries by status, the risks' refs, the open decisions, the latest live run, the
 # circuits, the summary); the Send alert form's report and connector choices (2)
-FLOW_QUERIES = 18
-# 4 auth; the closure dashboard (7); the deliveries among the risks' refs (for the
+FLOW_QUERIES = 17
+# 3 auth; the closure dashboard (7); the deliveries among the risks' refs (for the
 # Acknowledge actions); the latest reviews
-CLOSURE_QUERIES = 13
+CLOSURE_QUERIES = 12
 
 
 @pytest.mark.parametrize("rows", [2, 26])

@@ -429,7 +429,7 @@ def test_attempt_record_writes_nothing_when_its_evidence_fails(
     # given a receiver that now accepts, and recording an attempt's evidence fails
     receiver.expect_oneshot_request("/hook", method="POST").respond_with_data("ok", status=200)
     ledger = _ledger()
-    monkeypatch.setattr("closure.services.attempts.evidence_append", _evidence_fails)
+    monkeypatch.setattr("closure.services.attempts.evidence_append_many", _evidence_fails)
 
     # when an operator retries the delivery by hand
     with pytest.raises(EvidenceStoreDown):

@@ -544,8 +544,9 @@ def test_checkpoint_list_is_newest_first_in_fixed_queries(
         evidence_checkpoint_create()
     reader = client_for(auditor)
 
-    # when the list is read: session, user, user permissions, group permissions, count, page
-    with django_assert_num_queries(6):
+    # when the list is read: session, user, permissions (the user's and its groups' in one
+    # query), count, page
+    with django_assert_num_queries(5):
         response = reader.get("/api/v1/evidence/checkpoints/")
 
     # then the newest head comes first
@@ -585,3 +586,55 @@ def test_verify_reads_the_ledger_without_the_statement_timeout(transactional_db,
     # transaction did
     assert (result.ok, result.count) == (True, 2)
     assert (seen, after) == (["0"], "5s")
+
+
+# -- verification from the latest signed checkpoint (release readiness) -------------------------
+
+
+def test_verify_from_a_checkpoint_reports_a_cut_tail_exactly_as_a_full_pass(evidence_key):
+    # given a checkpoint of five rows, then the last two deleted
+    _append_rows(5)
+    evidence_checkpoint_create()
+    _tamper("DELETE FROM closure_evidence WHERE sequence >= %s", [4])
+
+    # when the chain is verified from the checkpoint, and fully
+    quick = evidence_verify(full=False)
+    full = evidence_verify()
+
+    # then both name the first missing sequence, with the same report
+    assert (quick.ok, quick.first_broken_sequence, quick.count) == (False, 4, 3)
+    assert quick.as_dict() == full.as_dict()
+    assert quick.proven_through == 0
+
+
+def test_verify_from_a_checkpoint_proves_its_head_and_reads_only_from_there(evidence_key):
+    # given a checkpoint of three rows and two rows after it
+    _append_rows(3)
+    evidence_checkpoint_create()
+    _append_rows(2)
+
+    # when the chain is verified from the checkpoint
+    result = evidence_verify(full=False)
+
+    # then rows 1-3 rest on the checkpoint, and rows 3-5 were read
+    assert (result.ok, result.count, result.proven_through) == (True, 5, 3)
+    assert result.head == Evidence.objects.get(sequence=5).chain_hash
+    assert result.as_dict()["checkpoint"]["matches_chain"] is True
+    assert result.verified_rows().endswith("; rows 3-5 verified now")
+
+
+def test_verify_accepts_payloads_whose_floats_orjson_writes_differently(evidence_key):
+    # given rows whose canonical JSON has floats written in exponent form
+    with transaction.atomic():
+        evidence.evidence_append(
+            kind=MetadataKind.CLOSURE_REVIEW,
+            session_id="floats",
+            signer="arthur",
+            subject={"ratio": 5e-05, "tiny": 1.2618626328942063e-05, "plain": 0.5},
+        )
+    _append_rows(2)
+
+    # when the chain is verified, then every row holds
+    result = evidence_verify()
+    assert (result.ok, result.count) == (True, 3)
+    assert b"5e-05" in canonical_json(Evidence.objects.get(sequence=1).payload)

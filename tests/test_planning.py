@@ -91,6 +91,10 @@ def _open_decisions(delivery: AlertDelivery):
         (RetryPolicy(retry_delay_minutes=0.25), 1, 1.0),
         (RetryPolicy(retry_delay_minutes=0.25, allow_immediate_retry=True), 1, 0.25),
         (RetryPolicy(retry_delay_minutes=0, allow_immediate_retry=True), 2, 0),
+        # thousands of attempts overflow a float power: the cap still holds
+        (RetryPolicy(), 3519, 1440),
+        (RetryPolicy(backoff_multiplier=10.0), 400, 1440),
+        (RetryPolicy(retry_delay_minutes=0, allow_immediate_retry=True), 3519, 0),
     ],
 )
 def test_retry_policy_delay_minutes_backs_off_and_is_capped(policy, attempts, expected):

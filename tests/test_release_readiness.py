@@ -3,15 +3,26 @@
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from closure.chain import canonical_json, sha256_hex
+from closure.chain import (
+    canonical_json,
+    chain_hash,
+    checkpoint_message,
+    isoformat,
+    key_id,
+    public_key_b64,
+    sha256_hex,
+    sign,
+)
 from closure.choices import MetadataKind
 from closure.evidence import evidence_envelope
-from closure.models import Evidence
+from closure.models import Evidence, EvidenceCheckpoint
 from closure.ops.lockout import login_lockout_record
 from closure.readiness import release_readiness, runbook_build, runbook_markdown
+from closure.services.evidence import evidence_checkpoint_create
 from tests.conftest import A, B, assert_invalid, client_for, closure_counts
 from tests.factories import (
     make_alert,
@@ -20,7 +31,7 @@ from tests.factories import (
     make_evidence,
     make_execution,
 )
-from tests.test_evidence import SET_PAYLOAD, _tamper
+from tests.test_evidence import DELETE_ROW, SET_PAYLOAD, SET_PAYLOAD_AND_HASHES, _tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -87,6 +98,7 @@ def test_readiness_is_ready_when_closed_reviewed_and_the_chain_verifies(
         f"evidence_head={head.chain_hash}",
         "first_broken_sequence=",
         "checkpoint_head_sequence=",
+        "evidence_verified=rows 1-1 verified now",
     ]
 
 
@@ -211,6 +223,249 @@ def test_readiness_reads_only_and_in_a_fixed_number_of_queries(
     assert len(many.captured_queries) == len(few.captured_queries)
     assert _checks(body)["retry_execution_failures_resolved"]["evidence"][0] == (
         "unresolved_failed_retry_executions=30"
+    )
+
+
+# -- the chain check rests on the latest signed checkpoint ------------------------------------
+
+
+def _chain_check(**options) -> dict:
+    return _checks(release_readiness(**options))["evidence_chain_verifies"]
+
+
+def _rows(count: int, start: int = 0) -> None:
+    for number in range(start, start + count):
+        make_evidence(kind=MetadataKind.HEALTH, session_id=f"s{number}", signer="olivia")
+
+
+def test_readiness_verifies_only_the_rows_after_a_valid_checkpoint(evidence_key, closed_loop):
+    # given five rows, a signed checkpoint of them, and two rows appended after it
+    _rows(5)
+    checkpoint = evidence_checkpoint_create()
+    _rows(2, start=5)
+    head = Evidence.objects.get(sequence=7)
+
+    # when readiness is read
+    body = release_readiness()
+
+    # then the check passes and says what the checkpoint proves and what was verified now
+    stamp = isoformat(checkpoint.checkpointed_at)
+    proven = (
+        f"rows 1-5 proven by the checkpoint at sequence 5 (key {key_id(evidence_key)}) "
+        f"signed at {stamp}; rows 5-7 verified now"
+    )
+    assert _checks(body)["evidence_chain_verifies"] == {
+        "id": "evidence_chain_verifies",
+        "title": "The evidence chain verifies",
+        "status": "pass",
+        "evidence": [
+            "evidence_ok=true",
+            "evidence_count=7",
+            f"evidence_head={head.chain_hash}",
+            "first_broken_sequence=",
+            "checkpoint_head_sequence=5",
+            f"evidence_verified={proven}",
+        ],
+        "operator_action": None,
+    }
+    assert body["evidence_chain"]["proven_by_checkpoint_through"] == 5
+    assert body["evidence_chain"]["checkpoint"]["matches_chain"] is True
+
+
+def test_readiness_leaves_rows_before_the_checkpoint_to_the_full_verification(
+    evidence_key, closed_loop
+):
+    # given a checkpoint of three rows, one more row, then the second row altered
+    _rows(3)
+    evidence_checkpoint_create()
+    _rows(1, start=3)
+    row = Evidence.objects.get(sequence=2)
+    _tamper(SET_PAYLOAD, [json.dumps({**row.payload, "signer": "mallory"}), 2])
+
+    # when readiness is read as usual, and with a full verification
+    usual = _chain_check()
+    full = _chain_check(full=True)
+
+    # then only the full verification reads the row the checkpoint vouches for
+    assert (usual["status"], usual["evidence"][-1]) == (
+        "pass",
+        "evidence_verified=rows 1-3 proven by the checkpoint at sequence 3 (key "
+        f"{key_id(evidence_key)}) signed at "
+        f"{isoformat(EvidenceCheckpoint.objects.get().checkpointed_at)}; rows 3-4 verified now",
+    )
+    assert full["status"] == "fail"
+    assert full["evidence"][:4] == [
+        "evidence_ok=false",
+        "evidence_count=1",
+        f"evidence_head={Evidence.objects.get(sequence=1).chain_hash}",
+        "first_broken_sequence=2",
+    ]
+    assert full["evidence"][-1] == "evidence_verified=rows 1-1 verified now"
+
+
+def test_console_readiness_page_verifies_everything_with_full(operator, evidence_key, closed_loop):
+    _rows(3)
+    evidence_checkpoint_create()
+    row = Evidence.objects.get(sequence=2)
+    _tamper(SET_PAYLOAD, [json.dumps({**row.payload, "signer": "mallory"}), 2])
+
+    usual = client_for(operator).get(CONSOLE_READINESS).content.decode()
+    full = client_for(operator).get(CONSOLE_READINESS + "?full=1").content.decode()
+
+    assert "evidence_verified=rows 1-3 proven by the checkpoint at sequence 3" in usual
+    assert "first_broken_sequence=2" in full
+    assert "evidence_verified=rows 1-1 verified now" in full
+
+
+def test_readiness_api_verifies_everything_with_full_true(operator, evidence_key, closed_loop):
+    _rows(3)
+    evidence_checkpoint_create()
+    row = Evidence.objects.get(sequence=2)
+    _tamper(SET_PAYLOAD, [json.dumps({**row.payload, "signer": "mallory"}), 2])
+    client = client_for(operator)
+
+    usual = _checks(client.get(READINESS).json())["evidence_chain_verifies"]
+    full = _checks(client.get(READINESS, {"full": "true"}).json())["evidence_chain_verifies"]
+
+    assert usual["status"] == "pass"
+    assert (full["status"], full["evidence"][3]) == ("fail", "first_broken_sequence=2")
+    assert_invalid(client.get(READINESS, {"full": "maybe"}), {"full": ["Must be true or false."]})
+
+
+def test_readiness_detects_a_payload_altered_after_the_checkpoint(evidence_key, closed_loop):
+    # given a checkpoint of three rows, then three more, the fifth altered
+    _rows(3)
+    evidence_checkpoint_create()
+    _rows(3, start=3)
+    row = Evidence.objects.get(sequence=5)
+    _tamper(SET_PAYLOAD, [json.dumps({**row.payload, "signer": "mallory"}), 5])
+
+    check = _chain_check()
+
+    # then it fails naming the row, exactly as a full verification does
+    assert check["status"] == "fail"
+    assert check["evidence"] == [
+        "evidence_ok=false",
+        "evidence_count=4",
+        f"evidence_head={Evidence.objects.get(sequence=4).chain_hash}",
+        "first_broken_sequence=5",
+        "checkpoint_head_sequence=3",
+        "evidence_verified=rows 1-4 verified now",
+    ]
+    assert check["operator_action"] == (
+        "Stop and escalate: the ledger was changed outside the application (first broken "
+        "sequence 5: payload does not match payload_sha256). Do not release."
+    )
+
+
+def test_readiness_detects_a_row_deleted_after_the_checkpoint(evidence_key, closed_loop):
+    _rows(3)
+    evidence_checkpoint_create()
+    _rows(3, start=3)
+    _tamper(DELETE_ROW, [4])
+
+    check = _chain_check()
+
+    assert check["status"] == "fail"
+    assert check["evidence"][:4] == [
+        "evidence_ok=false",
+        "evidence_count=3",
+        f"evidence_head={Evidence.objects.get(sequence=3).chain_hash}",
+        "first_broken_sequence=4",
+    ]
+    assert "sequence 4: sequence gap: expected 4)" in check["operator_action"]
+
+
+def test_readiness_detects_a_checkpoint_head_row_rewritten_consistently(evidence_key, closed_loop):
+    # given a checkpoint of three rows, then its head row rewritten with its own hashes
+    # recomputed, and every later row relinked, so that the chain is consistent on its own
+    _rows(3)
+    evidence_checkpoint_create()
+    _rows(1, start=3)
+    rows = list(Evidence.objects.order_by("sequence"))
+    altered = {**rows[2].payload, "signer": "mallory"}
+    payload_sha = sha256_hex(canonical_json(altered))
+    third = chain_hash(rows[1].chain_hash, payload_sha)
+    _tamper(SET_PAYLOAD_AND_HASHES, [json.dumps(altered), payload_sha, third, 3])
+    fourth = chain_hash(third, rows[3].payload_sha256)
+    _tamper(
+        "UPDATE closure_evidence SET previous_hash = %s, chain_hash = %s WHERE sequence = %s",
+        [third, fourth, 4],
+    )
+
+    check = _chain_check()
+
+    # then the row at the checkpoint's head is not the signed one
+    assert check["status"] == "fail"
+    assert "first_broken_sequence=3" in check["evidence"]
+    assert check["operator_action"].startswith(
+        "Stop and escalate: the ledger was changed outside the application (first broken "
+        "sequence 3: chain_hash differs from the signed checkpoint of "
+    )
+
+
+def test_readiness_does_not_trust_a_checkpoint_with_a_bad_signature(evidence_key, closed_loop):
+    # given three rows and a checkpoint of them signed by a key nobody trusts, then the second
+    # row altered (a forger's checkpoint must not hide it)
+    _rows(3)
+    head = Evidence.objects.get(sequence=3)
+    stranger = Ed25519PrivateKey.generate()
+    public = public_key_b64(stranger)
+    stamp = "2026-11-27T00:00:00.000000Z"
+    message = checkpoint_message(
+        head_sequence=3,
+        row_count=3,
+        chain_head=head.chain_hash,
+        checkpointed_at=stamp,
+        key=key_id(public),
+    )
+    EvidenceCheckpoint.objects.create(
+        head_sequence=3,
+        row_count=3,
+        chain_head=head.chain_hash,
+        checkpointed_at="2026-11-27T00:00:00Z",
+        key_id=key_id(evidence_key),  # claims the trusted key, but it did not sign
+        public_key=public,
+        signature=sign(stranger, message),
+    )
+    row = Evidence.objects.get(sequence=2)
+    _tamper(SET_PAYLOAD, [json.dumps({**row.payload, "signer": "mallory"}), 2])
+
+    body = release_readiness()
+
+    # then the whole chain is verified and the altered row named
+    check = _checks(body)["evidence_chain_verifies"]
+    assert check["status"] == "fail"
+    assert check["evidence"][3:] == [
+        "first_broken_sequence=2",
+        "checkpoint_head_sequence=3",
+        "evidence_verified=rows 1-1 verified now",
+    ]
+    assert body["evidence_chain"]["checkpoint"]["signature_ok"] is False
+    assert body["evidence_chain"]["proven_by_checkpoint_through"] is None
+
+
+def test_readiness_with_a_checkpoint_reads_in_a_fixed_number_of_queries(
+    auditor, evidence_key, closed_loop
+):
+    reader = client_for(auditor)
+    _rows(2)
+    evidence_checkpoint_create()
+
+    with CaptureQueriesContext(connection) as few:
+        first = _readiness(reader)
+    _rows(30, start=2)
+    with CaptureQueriesContext(connection) as many:
+        second = _readiness(reader)
+
+    # the same queries whatever the number of rows after the checkpoint: the latest checkpoint
+    # is read once, and the rows from its head on in one streaming read
+    assert len(many.captured_queries) == len(few.captured_queries)
+    assert _checks(first)["evidence_chain_verifies"]["evidence"][-1].endswith(
+        "; row 2 verified now, none after it"
+    )
+    assert _checks(second)["evidence_chain_verifies"]["evidence"][-1].endswith(
+        "; rows 2-32 verified now"
     )
 
 

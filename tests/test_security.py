@@ -13,6 +13,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 
@@ -169,6 +170,25 @@ def test_token_records_last_use_and_stops_working_when_revoked_or_expired(operat
     other, other_raw = ApiToken.issue(user=operator, name="old")
     ApiToken.objects.filter(pk=other.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert Client().get(url, HTTP_AUTHORIZATION=f"Bearer {other_raw}").status_code == 401
+
+
+def test_token_last_use_is_written_at_most_once_a_minute(operator):
+    token, raw = ApiToken.issue(user=operator, name="ci")
+    url = f"{B}/final-reporting-closure-dashboard"
+    Client().get(url, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    token.refresh_from_db()
+    first = token.last_used_at
+
+    with CaptureQueriesContext(connection) as queries:
+        assert Client().get(url, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    token.refresh_from_db()
+    assert token.last_used_at == first
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - timedelta(minutes=1))
+    Client().get(url, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    token.refresh_from_db()
+    assert token.last_used_at > first
 
 
 def test_token_is_stored_only_as_its_hash(operator):

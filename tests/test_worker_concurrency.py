@@ -23,6 +23,7 @@ from closure.models import (
     Evidence,
     ExecutionRecord,
     RetryDecision,
+    RetryPlan,
     WorkerRun,
 )
 from closure.services.alerts import health_alert_send
@@ -333,3 +334,29 @@ def test_attempt_record_with_a_stale_lease_version_is_superseded_and_changes_not
         "",
     )
     assert evidence_verify().ok is True
+
+
+def test_concurrent_planners_never_deadlock_and_leave_one_pending_decision_each(
+    operator, live_receiver
+):
+    # given 40 failed deliveries and a first plan of them
+    deliveries = _failed_deliveries(operator, live_receiver, 40)
+    retry_plan_create(actor=operator, policy=IMMEDIATE)
+
+    # when eight planners plan the same deliveries five times each, all at once
+    def plan_five_times():
+        for _ in range(5):
+            retry_plan_create(actor=operator, policy=IMMEDIATE)
+
+    errors = _run_threads([plan_five_times] * 8)
+
+    # then none of them failed (no deadlock, no lock timeout), and every delivery has exactly
+    # one pending decision: the one of the last plan, the 40 others superseded
+    assert errors == []
+    pending = Counter(
+        RetryDecision.objects.filter(status="pending").values_list("delivery_id", flat=True)
+    )
+    assert pending == Counter({delivery.pk: 1 for delivery in deliveries})
+    assert RetryDecision.objects.filter(status="superseded").count() == 40 * 40
+    last = RetryDecision.objects.filter(status="pending").values_list("plan_id", flat=True)
+    assert set(last) == {RetryPlan.objects.latest("generated_at", "id").pk}

@@ -14,7 +14,7 @@ from closure.api.fields import StrictCharField, StrictSerializer
 from closure.api.permissions import requires, requires_any
 from closure.api.renderers import MarkdownRenderer
 from closure.api.serializers import UsernameField
-from closure.api.views import ActionView, evidence_for
+from closure.api.views import ActionView, evidence_for, query_bool
 from closure.choices import ClosureState, MetadataKind, ReviewDecision
 from closure.evidence import evidence_envelope
 from closure.models import ClosureReview
@@ -123,14 +123,15 @@ class ClosureReviewDetailView(ActionView):
 
 
 class ReleaseReadinessView(ActionView):
-    """No side effects: reads the dashboard, the latest review and the evidence chain."""
+    """No side effects: reads the dashboard, the latest review and the evidence chain (from the
+    latest signed checkpoint on; `?full=true` verifies the whole chain)."""
 
     permission_classes = [
         requires("closure.view_healthreport", "closure.view_alertdelivery", "closure.view_evidence")
     ]
 
     def get(self, request):
-        return Response(release_readiness())
+        return Response(release_readiness(full=query_bool(request, "full")))
 
 
 class RunbookExportView(ActionView):

@@ -4,6 +4,7 @@ drf-spectacular applies them to the classes named in `target_class`."""
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
@@ -80,7 +81,19 @@ class ReleaseReadinessViewSchema(OpenApiViewExtension):
     target_class = "closure.api.final_reporting.ReleaseReadinessView"
 
     def view_replacement(self):
-        @extend_schema_view(get=extend_schema(responses={200: READINESS_RESPONSE}))
+        @extend_schema_view(
+            get=extend_schema(
+                parameters=[
+                    OpenApiParameter(
+                        "full",
+                        OpenApiTypes.BOOL,
+                        description="Verify the whole evidence chain, not only the rows after "
+                        "the latest signed checkpoint",
+                    )
+                ],
+                responses={200: READINESS_RESPONSE},
+            )
+        )
         class Fixed(self.target_class):
             pass
 

@@ -146,7 +146,7 @@ def _providers(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def _query_bool(request, name: str) -> bool:
+def query_bool(request, name: str) -> bool:
     raw = request.query_params.get(name)
     if raw is None:
         return False
@@ -191,7 +191,7 @@ class HealthView(ActionView):
         return [requires("closure.view_healthreport")()]
 
     def get(self, request):
-        if _query_bool(request, "preview"):
+        if query_bool(request, "preview"):
             computed = health_compute(parameters=HealthParameters())
             health = {
                 **computed,

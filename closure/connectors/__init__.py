@@ -34,8 +34,14 @@ def config_clean(kind: str, config: dict) -> dict:
     return HANDLERS[kind].clean_config(config)
 
 
-def send_alert(connector, *, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
-    """Send one attempt through the connector's kind. Never raises."""
+def send_alert(
+    connector, *, message: AlertMessage, timeout_seconds: float, config: dict | None = None
+) -> SendOutcome:
+    """Send one attempt through the connector's kind. Never raises.
+
+    `config` is the connector's decrypted private configuration when the caller has it
+    already; without it, the configuration is decrypted here.
+    """
     handler = HANDLERS.get(connector.kind)
     if handler is None:
         return SendOutcome(
@@ -43,14 +49,15 @@ def send_alert(connector, *, message: AlertMessage, timeout_seconds: float) -> S
             error_class=ErrorClass.CONFIG_ERROR,
             error_detail=f"connector kind {connector.kind!r} has no delivery handler",
         )
-    try:
-        config = connector.private_config
-    except ConnectorConfigError:
-        return SendOutcome(
-            delivered=False,
-            error_class=ErrorClass.CONFIG_ERROR,
-            error_detail="connector configuration cannot be decrypted",
-        )
+    if config is None:
+        try:
+            config = connector.private_config
+        except ConnectorConfigError:
+            return SendOutcome(
+                delivered=False,
+                error_class=ErrorClass.CONFIG_ERROR,
+                error_detail="connector configuration cannot be decrypted",
+            )
     try:
         return handler.send(config=config, message=message, timeout_seconds=timeout_seconds)
     except Exception as exc:

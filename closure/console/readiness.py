@@ -1,6 +1,7 @@
 """Console pages for release readiness and the printable operator runbook.
 
-`GET /console/readiness/` shows the readiness gate check by check and writes nothing.
+`GET /console/readiness/` shows the readiness gate check by check and writes nothing (`?full=1`
+verifies the whole evidence chain, not only the rows after the latest signed checkpoint).
 `POST /console/readiness/runbook/` exports the runbook through the same service as the API: the
 readiness summary and the export are recorded as evidence, and the answer is the runbook as a
 printable page, or as the Markdown download with `format=markdown`.
@@ -31,12 +32,15 @@ def can_export_runbook(user) -> bool:
 
 @console_view(get=READINESS_PERMISSIONS)
 def readiness_view(request):
-    """The release readiness gate: each check with its evidence and the action that fixes it."""
+    """The release readiness gate: each check with its evidence and the action that fixes it.
+
+    `?full=1` verifies the whole evidence chain instead of the rows after the latest signed
+    checkpoint."""
     return render(
         request,
         "closure/console/readiness.html",
         {
-            "readiness": release_readiness(),
+            "readiness": release_readiness(full=request.GET.get("full") == "1"),
             "can_export": can_export_runbook(request.user),
             "nav": "closure",
         },

@@ -5,6 +5,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 
 from closure.choices import (
     AcknowledgementState,
@@ -110,6 +111,14 @@ class AlertDelivery(models.Model):
             models.Index(fields=["status", "id"], name="delivery_status_idx"),
             # /api/v1/deliveries/ ordering.
             models.Index(fields=["-created_at", "-id"], name="delivery_list_idx"),
+            # Closure dashboard: the oldest delivered (or accepted) deliveries still awaiting
+            # acknowledgement, read in the order they reached the connector until 20 are found.
+            models.Index(
+                Coalesce("delivered_at", "last_attempt_at"),
+                F("id"),
+                condition=Q(status__in=[DeliveryStatus.DELIVERED, DeliveryStatus.ACCEPTED]),
+                name="delivery_reached_idx",
+            ),
         ]
 
     def __str__(self) -> str:

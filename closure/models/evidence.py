@@ -111,6 +111,12 @@ class Evidence(AppendOnlyModel):
             models.Index(fields=["session_id"], name="evidence_session_idx"),
             models.Index(fields=["health_id"], name="evidence_health_idx"),
             models.Index(fields=["-created_at"], name="evidence_created_idx"),
+            # The signer filter (console, API) and the admin search by signer, newest first.
+            models.Index(fields=["signer", "-sequence"], name="evidence_signer_idx"),
+            # The provider filter: an exact provider newest first (console, API), and the
+            # admin's comma-list match, whose bounded count reads this narrow index instead of
+            # the wide rows.
+            models.Index(fields=["provider", "-sequence"], name="evidence_provider_idx"),
         ]
 
     def __str__(self) -> str:

@@ -128,6 +128,9 @@ class ExecutionRecord(models.Model):
             # Planning reads each delivery's attempts in order.
             models.Index(fields=["delivery", "attempt_number"], name="execution_delivery_idx"),
             models.Index(fields=["execution_status", "-executed_at"], name="execution_status_idx"),
+            # The provider filter of the admin changelist, the console list and the API list:
+            # one connector's attempts, newest first, and their bounded count.
+            models.Index(fields=["provider", "-executed_at", "-id"], name="execution_provider_idx"),
         ]
 
     def __str__(self) -> str:

@@ -3,6 +3,10 @@
 claim (short transaction, delivery row locked, lease taken) → send (no transaction, no lock) →
 record (short transaction: execution record, delivery, decision and evidence together, written
 only if the lease version still matches).
+
+The worker does each step for a whole wave of attempts at once: one statement claims the wave's
+leases, one renews them, and one transaction records every outcome of the wave with bulk
+statements (one execution record and one evidence row per attempt all the same).
 """
 
 import logging
@@ -11,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from closure.choices import (
@@ -22,9 +26,22 @@ from closure.choices import (
     MetadataKind,
 )
 from closure.connectors import AlertMessage, SendOutcome, send_alert
-from closure.evidence import EvidenceFilters, canonical_json, evidence_append, isoformat, sha256_hex
+from closure.connectors.secrets import ConnectorConfigError
+from closure.evidence import (
+    EvidenceEntry,
+    EvidenceFilters,
+    canonical_json,
+    evidence_append_many,
+    isoformat,
+    sha256_hex,
+)
 from closure.models import AlertDelivery, Connector, ExecutionRecord, RetryDecision
-from closure.services.circuits import circuit_record
+from closure.services.circuits import (
+    circuit_count,
+    circuits_locked,
+    circuits_save,
+    circuits_snapshot,
+)
 from closure.services.common import signer_of
 
 logger = logging.getLogger(__name__)
@@ -41,6 +58,23 @@ class ClaimedAttempt:
     trigger: str
     decision_pk: int | None = None
     worker_run_pk: int | None = None
+
+
+# The columns of a delivery and of its alert and report that claiming and recording an attempt
+# read. The locking queries load only these: building the other columns, above all the alert's
+# payload and the report's findings, costs more than the rest of the query on every wave.
+DELIVERY_LOCKED_FIELDS = (
+    "delivery_id",
+    "connector",
+    "provider",
+    "status",
+    "attempt_count",
+    "lease_owner",
+    "leased_until",
+    "lease_version",
+    "alert__alert_id",
+    "alert__health__health_id",
+)
 
 
 def lease_until(now: datetime) -> datetime:
@@ -77,6 +111,60 @@ def attempt_renew(claim: ClaimedAttempt) -> bool:
     return renewed == 1
 
 
+def attempts_claim(
+    *,
+    deliveries: list[AlertDelivery],
+    owner: str,
+    trigger: str,
+    now: datetime,
+    decision_pks: list[int | None],
+    worker_run_pk: int | None = None,
+) -> list[ClaimedAttempt]:
+    """Take the attempt leases of deliveries the caller has locked, in one statement.
+
+    The rows are locked, so each new fence token is the version just read plus one.
+    """
+    AlertDelivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+        lease_owner=owner, leased_until=lease_until(now), lease_version=F("lease_version") + 1
+    )
+    return [
+        ClaimedAttempt(
+            delivery_pk=delivery.pk,
+            delivery_id=delivery.delivery_id,
+            lease_version=delivery.lease_version + 1,
+            attempt_number=delivery.attempt_count + 1,
+            trigger=trigger,
+            decision_pk=decision_pk,
+            worker_run_pk=worker_run_pk,
+        )
+        for delivery, decision_pk in zip(deliveries, decision_pks, strict=True)
+    ]
+
+
+def _held(claims: list[ClaimedAttempt]) -> Q:
+    fence = Q(pk__in=[])
+    for claim in claims:
+        fence |= Q(pk=claim.delivery_pk, lease_version=claim.lease_version)
+    return fence
+
+
+def attempts_renew(claims: list[ClaimedAttempt]) -> list[bool]:
+    """Extend a wave's leases just before sending; False for each lease that was lost.
+
+    One statement when every lease is still held (the usual case). Otherwise a second one
+    finds the leases still held, so a lease lost meanwhile is never sent.
+    """
+    if not claims:
+        return []
+    renewed = AlertDelivery.objects.filter(_held(claims)).update(
+        leased_until=lease_until(timezone.now())
+    )
+    if renewed == len(claims):
+        return [True] * len(claims)
+    held = set(AlertDelivery.objects.filter(_held(claims)).values_list("pk", flat=True))
+    return [claim.delivery_pk in held for claim in claims]
+
+
 @dataclass(frozen=True)
 class PreparedSend:
     """What one network call needs, read from the database beforehand."""
@@ -84,15 +172,39 @@ class PreparedSend:
     claim: ClaimedAttempt
     connector: Connector
     message: AlertMessage
+    # The connector's decrypted configuration; None: send_alert decrypts it (and reports a
+    # configuration that cannot be decrypted).
+    config: dict | None = None
 
     def send(self, *, timeout_seconds: float) -> SendOutcome:
-        return send_alert(self.connector, message=self.message, timeout_seconds=timeout_seconds)
+        return send_alert(
+            self.connector,
+            message=self.message,
+            timeout_seconds=timeout_seconds,
+            config=self.config,
+        )
 
 
-def attempts_prepare(claims: list[ClaimedAttempt]) -> list[PreparedSend]:
-    """Load connectors and payloads for claimed attempts in one query (before any send)."""
-    deliveries = AlertDelivery.objects.select_related("connector", "alert").in_bulk(
-        [claim.delivery_pk for claim in claims]
+def attempts_prepare(
+    claims: list[ClaimedAttempt], *, configs: dict[str, dict] | None = None
+) -> list[PreparedSend]:
+    """Load connectors and payloads for claimed attempts in one query (before any send).
+
+    Each connector's configuration is decrypted once, not once per attempt. `configs` carries
+    the decrypted configurations from one call to the next (the waves of one worker run), keyed
+    by ciphertext: a configuration changed meanwhile has a new ciphertext and is decrypted anew.
+    """
+    configs = {} if configs is None else configs
+    deliveries = (
+        AlertDelivery.objects.select_related("connector", "alert")
+        .only(
+            "delivery_id",
+            "connector__name",
+            "connector__kind",
+            "connector__config_ciphertext",
+            "alert__payload",
+        )
+        .in_bulk([claim.delivery_pk for claim in claims])
     )
     prepared = []
     for claim in claims:
@@ -106,7 +218,14 @@ def attempts_prepare(claims: list[ClaimedAttempt]) -> list[PreparedSend]:
                 "attempt_number": claim.attempt_number,
             },
         )
-        prepared.append(PreparedSend(claim, delivery.connector, message))
+        connector = delivery.connector
+        config = configs.get(connector.config_ciphertext)
+        if config is None:
+            try:
+                config = configs[connector.config_ciphertext] = connector.private_config
+            except ConnectorConfigError:
+                config = None
+        prepared.append(PreparedSend(claim, connector, message, config))
     return prepared
 
 
@@ -153,7 +272,7 @@ def _execution_hash(fields: dict) -> str:
     return sha256_hex(canonical_json(fields))
 
 
-def _write_execution(
+def _execution(
     *,
     delivery: AlertDelivery,
     actor,
@@ -166,6 +285,7 @@ def _write_execution(
     worker_run_pk: int | None,
     skip_reason: str = "",
 ) -> ExecutionRecord:
+    """An unsaved execution record (its public ID and hash are set already)."""
     fields = {
         "delivery_id": delivery.delivery_id,
         "attempt_number": attempt_number,
@@ -177,7 +297,7 @@ def _write_execution(
         "request_fingerprint": outcome.request_fingerprint if outcome else "",
         "response_sha256": outcome.response_sha256 if outcome else "",
     }
-    record = ExecutionRecord.objects.create(
+    return ExecutionRecord(
         delivery=delivery,
         decision=decision,
         worker_run_id=worker_run_pk,
@@ -197,12 +317,16 @@ def _write_execution(
         response_excerpt=outcome.response_excerpt if outcome else "",
         execution_hash=_execution_hash(fields),
     )
+
+
+def _execution_evidence(record: ExecutionRecord, *, actor) -> EvidenceEntry:
+    delivery = record.delivery
     kind = (
         MetadataKind.ALERT_DELIVERY
-        if trigger == ExecutionTrigger.INITIAL
+        if record.trigger == ExecutionTrigger.INITIAL
         else MetadataKind.EXECUTION_RECORD
     )
-    evidence_append(
+    return EvidenceEntry(
         kind=kind,
         session_id=record.execution_id,
         signer=signer_of(actor),
@@ -210,100 +334,155 @@ def _write_execution(
         filters=EvidenceFilters(
             health_id=delivery.alert.health.health_id,
             provider=delivery.provider,
-            execution_status=status,
+            execution_status=record.execution_status,
             dry_run=False,
         ),
         decision_count=1,
-        blocked_count=int(status == ExecutionStatus.FAILED),
-        now=now,
+        blocked_count=int(record.execution_status == ExecutionStatus.FAILED),
     )
-    return record
 
 
 def attempt_record(*, claim: ClaimedAttempt, outcome: SendOutcome, actor) -> ExecutionRecord:
-    """Record an attempt's outcome with its evidence, in one transaction.
+    """Record one attempt's outcome with its evidence, in one transaction."""
+    [record] = attempts_record(sent=[(claim, outcome)], actor=actor)
+    return record
 
-    Fencing: when the delivery's lease version no longer matches the claim, another attempt
-    took over. The late attempt is then recorded as `superseded` and changes nothing else.
+
+def _status_of(outcome: SendOutcome) -> str:
+    if outcome.delivered:
+        return ExecutionStatus.DELIVERED
+    if outcome.accepted:
+        return ExecutionStatus.ACCEPTED
+    return ExecutionStatus.FAILED
+
+
+def _counted_update(outcome: SendOutcome, *, suppressed: bool, now: datetime) -> dict:
+    """The delivery columns an attempt's outcome sets (the row is locked by the caller)."""
+    update = {
+        "last_attempt_at": now,
+        "updated_at": now,
+        "lease_owner": "",
+        "leased_until": None,
+    }
+    # A delivery suppressed while the attempt was in flight stays suppressed: the record still
+    # shows what the connector answered.
+    if not suppressed:
+        if outcome.delivered:
+            update.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
+        elif outcome.accepted:
+            update.update(status=DeliveryStatus.ACCEPTED)
+        else:
+            update.update(status=DeliveryStatus.FAILED)
+    retry_after = outcome.retry_after_seconds
+    update["retry_not_before"] = now + timedelta(seconds=retry_after) if retry_after else None
+    return update
+
+
+def _deliveries_count(counted: list[tuple[ExecutionRecord, SendOutcome]], now: datetime) -> None:
+    """Count the attempts on their deliveries: one UPDATE per distinct outcome (delivered,
+    failed, a given Retry-After, …), not one per attempt."""
+    groups: dict[tuple, list[int]] = {}
+    for record, outcome in counted:
+        suppressed = record.delivery.status == DeliveryStatus.SUPPRESSED
+        update = _counted_update(outcome, suppressed=suppressed, now=now)
+        groups.setdefault(tuple(sorted(update.items())), []).append(record.delivery_id)
+    for update, delivery_pks in groups.items():
+        AlertDelivery.objects.filter(pk__in=delivery_pks).update(
+            attempt_count=F("attempt_count") + 1, **dict(update)
+        )
+
+
+def attempts_record(
+    *, sent: list[tuple[ClaimedAttempt, SendOutcome]], actor, worker_run=None
+) -> list[ExecutionRecord]:
+    """Record the outcomes of a wave of attempts, each with its evidence, in one transaction.
+
+    Fencing: when a delivery's lease version no longer matches its claim, another attempt took
+    over. That late attempt is recorded as `superseded` and changes nothing else. Every other
+    attempt gets its execution record and evidence row, updates its delivery and decision, and
+    counts toward its connector's circuit, in the order of `sent`.
+
+    Statements do not grow with the wave: deliveries, decisions and circuits are each locked
+    by one query; records and evidence rows are inserted by one each (under one ledger lock);
+    decisions are updated by one, deliveries by one per distinct outcome, and only circuits
+    whose state changed are written, once each.
     """
     now = timezone.now()
     with transaction.atomic(durable=True):
-        delivery = (
-            AlertDelivery.objects.select_for_update(of=("self",))
-            .select_related("alert__health", "connector")
-            .get(pk=claim.delivery_pk)
-        )
-        decisions = RetryDecision.objects.select_related("plan")
-        if delivery.lease_version != claim.lease_version:
-            logger.warning(
-                "attempt %s of %s lost its lease; recorded as superseded",
-                claim.attempt_number,
-                claim.delivery_id,
-            )
-            return _write_execution(
+        # Lock order as everywhere: deliveries, then their in-flight decisions, then circuits.
+        deliveries = {
+            d.pk: d
+            for d in AlertDelivery.objects.select_for_update(of=("self",))
+            .select_related("alert__health")
+            .only(*DELIVERY_LOCKED_FIELDS)
+            .filter(pk__in=[claim.delivery_pk for claim, _ in sent])
+            .order_by("pk")
+        }
+        decision_pks = [claim.decision_pk for claim, _ in sent if claim.decision_pk]
+        decisions = {
+            d.pk: d
+            for d in RetryDecision.objects.select_for_update(of=("self",))
+            .select_related("plan")
+            .only("status", "closed_at", "plan__retry_plan_id")
+            .filter(pk__in=decision_pks)
+            .order_by("pk")
+        }
+        # Each record with the outcome that counts for its delivery (None: superseded).
+        written: list[tuple[ExecutionRecord, SendOutcome | None]] = []
+        for claim, outcome in sent:
+            delivery = deliveries[claim.delivery_pk]
+            current = delivery.lease_version == claim.lease_version
+            if not current:
+                logger.warning(
+                    "attempt %s of %s lost its lease; recorded as superseded",
+                    claim.attempt_number,
+                    claim.delivery_id,
+                )
+            record = _execution(
                 delivery=delivery,
                 actor=actor,
                 now=now,
                 attempt_number=claim.attempt_number,
                 trigger=claim.trigger,
-                status=ExecutionStatus.SUPERSEDED,
+                status=_status_of(outcome) if current else ExecutionStatus.SUPERSEDED,
                 outcome=outcome,
-                decision=decisions.get(pk=claim.decision_pk) if claim.decision_pk else None,
+                decision=decisions.get(claim.decision_pk),
                 worker_run_pk=claim.worker_run_pk,
             )
-        decision = (
-            decisions.select_for_update(of=("self",)).get(pk=claim.decision_pk)
-            if claim.decision_pk
-            else None
-        )
-        if outcome.delivered:
-            status = ExecutionStatus.DELIVERED
-        elif outcome.accepted:
-            status = ExecutionStatus.ACCEPTED
-        else:
-            status = ExecutionStatus.FAILED
-        # An accepted attempt reached a working connector: it keeps the circuit closed.
-        circuit_record(
-            connector=delivery.connector,
-            delivered=outcome.delivered or outcome.accepted,
-            actor=actor,
-            now=now,
-        )
-        record = _write_execution(
-            delivery=delivery,
-            actor=actor,
-            now=now,
-            attempt_number=claim.attempt_number,
-            trigger=claim.trigger,
-            status=status,
-            outcome=outcome,
-            decision=decision,
-            worker_run_pk=claim.worker_run_pk,
-        )
-        update = {
-            "attempt_count": F("attempt_count") + 1,
-            "last_attempt_at": now,
-            "updated_at": now,
-            "lease_owner": "",
-            "leased_until": None,
-        }
-        # A delivery suppressed while the attempt was in flight stays suppressed: the record
-        # above still shows what the connector answered.
-        if delivery.status != DeliveryStatus.SUPPRESSED:
-            if outcome.delivered:
-                update.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
-            elif outcome.accepted:
-                update.update(status=DeliveryStatus.ACCEPTED)
-            else:
-                update.update(status=DeliveryStatus.FAILED)
-        retry_after = outcome.retry_after_seconds
-        update["retry_not_before"] = now + timedelta(seconds=retry_after) if retry_after else None
-        AlertDelivery.objects.filter(pk=delivery.pk).update(**update)
-        if decision is not None:
-            decision.status = DecisionStatus.EXECUTED
-            decision.closed_at = now
-            decision.save(update_fields=["status", "closed_at"])
-    return record
+            if worker_run is not None and worker_run.pk == claim.worker_run_pk:
+                record.worker_run = worker_run
+            if current and record.decision is not None:
+                record.decision.status = DecisionStatus.EXECUTED
+                record.decision.closed_at = now
+            written.append((record, outcome if current else None))
+        counted = [(record, outcome) for record, outcome in written if outcome is not None]
+        ExecutionRecord.objects.bulk_create([record for record, _ in written])
+        _deliveries_count(counted, now)
+        executed = [record.decision_id for record, _ in counted if record.decision_id]
+        if executed:
+            RetryDecision.objects.filter(pk__in=executed).update(
+                status=DecisionStatus.EXECUTED, closed_at=now
+            )
+        # Circuits last: every worker shares them, so they are held for the shortest time.
+        connector_pks = [record.delivery.connector_id for record, _ in counted]
+        circuits = circuits_locked(connector_pks, create=True) if connector_pks else {}
+        unchanged = circuits_snapshot(circuits.values())
+        entries: list[EvidenceEntry] = []
+        for record, outcome in written:
+            if outcome is not None:
+                # An accepted attempt reached a working connector: it keeps the circuit closed.
+                entries.extend(
+                    circuit_count(
+                        circuits[record.delivery.connector_id],
+                        delivered=outcome.delivered or outcome.accepted,
+                        actor=actor,
+                        now=now,
+                    )
+                )
+            entries.append(_execution_evidence(record, actor=actor))
+        circuits_save(circuits.values(), unchanged=unchanged)
+        evidence_append_many(entries, now=now)
+    return [record for record, _ in written]
 
 
 def execution_skip(
@@ -319,7 +498,7 @@ def execution_skip(
 
     Runs inside the caller's claim transaction with the delivery locked.
     """
-    record = _write_execution(
+    record = _execution(
         delivery=delivery,
         actor=actor,
         now=now,
@@ -331,6 +510,8 @@ def execution_skip(
         worker_run_pk=worker_run_pk,
         skip_reason=reason,
     )
+    record.save()
+    evidence_append_many([_execution_evidence(record, actor=actor)], now=now)
     decision.status = DecisionStatus.SKIPPED
     decision.closed_at = now
     decision.save(update_fields=["status", "closed_at"])

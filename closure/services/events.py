@@ -57,8 +57,9 @@ def delivery_events_ingest(*, actor, events: list[dict]) -> dict:
             if event["event_id"] in stored or event["event_id"] in seen:
                 continue
             seen.add(event["event_id"])
-            new_rows.append(DeliveryEvent(**event, body_sha256=digest, ingested_by=actor))
-        DeliveryEvent.objects.bulk_create(new_rows, batch_size=500)
+            new_rows.append(DeliveryEvent(**event, body_sha256=digest, ingested_by_id=actor.pk))
+        # One INSERT for a whole batch (the API takes at most MAX_BATCH events).
+        DeliveryEvent.objects.bulk_create(new_rows, batch_size=MAX_BATCH)
         result = {"created": len(new_rows), "duplicates": len(events) - len(new_rows)}
         if new_rows:
             evidence_append(

@@ -1,0 +1,26 @@
+"""Django's model backend, with a user's own and group permissions read in one query.
+
+Every API call and console page checks permissions; Django's ModelBackend reads them in two
+queries (the user's, then the groups'). Same rules, same cache on the user object.
+"""
+
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Permission
+from django.db.models import Q
+
+
+class ModelBackendOneQuery(ModelBackend):
+    def get_all_permissions(self, user_obj, obj=None):
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        if not hasattr(user_obj, "_perm_cache"):
+            permissions = Permission.objects.all()
+            if not user_obj.is_superuser:
+                permissions = permissions.filter(Q(user=user_obj) | Q(group__user=user_obj))
+            user_obj._perm_cache = {
+                f"{app_label}.{codename}"
+                for app_label, codename in permissions.values_list(
+                    "content_type__app_label", "codename"
+                ).distinct()
+            }
+        return user_obj._perm_cache
