@@ -77,6 +77,7 @@ def test_list_pages_benchmark_finds_no_full_table_count(bench):
     assert re.search(r"admin executions \(7 q\)", out)
     assert re.search(r"console executions \(6 q\)", out)
     assert "target: every page under 300 ms, no full-table COUNT(*)" in out
+    assert "; 0 full-table COUNT(*);" in out
 
 
 def test_retry_planning_benchmark_matches_its_reference_rows(bench):

@@ -27,7 +27,7 @@ from closure.models import (
     WorkerRun,
 )
 from closure.services.alerts import health_alert_send
-from closure.services.attempts import attempt_claim, attempt_record, attempt_renew, attempt_send
+from closure.services.attempts import attempt_claim, attempt_record, attempt_send, attempts_renew
 from closure.services.health import HealthParameters, health_report_build
 from closure.services.retries import RetryPolicy, retry_plan_create
 from closure.worker import WorkerOptions, worker_run_execute
@@ -320,7 +320,7 @@ def test_attempt_record_with_a_stale_lease_version_is_superseded_and_changes_not
     assert (delivery.lease_owner, delivery.lease_version) == ("run-b", attempt_b.lease_version)
     assert f"attempt 2 of {delivery.delivery_id} lost its lease" in caplog.text
     # and A may not even renew its lease to send again
-    assert attempt_renew(attempt_a) is False
+    assert attempts_renew([attempt_a]) == [False]
 
     # and B, the lease holder, records its attempt as attempt 2
     record = attempt_record(

@@ -29,10 +29,10 @@ from closure.models import (
     RetryDecision,
 )
 from closure.services.attempts import (
-    ClaimedAttempt,
     attempt_claim,
     attempt_record,
     attempt_send,
+    attempts_claim,
 )
 from closure.services.common import signer_of
 from closure.services.errors import Conflict, InvalidInput, NotFound
@@ -147,7 +147,6 @@ def health_alert_send(
         else:
             selected.append(connector)
 
-    claims: list[ClaimedAttempt] = []
     with transaction.atomic(durable=True):
         alert = HealthAlert(
             health=report,
@@ -171,15 +170,13 @@ def health_alert_send(
                 for connector in selected
             ]
         )
-        for delivery in deliveries:
-            claims.append(
-                attempt_claim(
-                    delivery=delivery,
-                    owner=alert.alert_id,
-                    trigger=ExecutionTrigger.INITIAL,
-                    now=now,
-                )
-            )
+        claims = attempts_claim(
+            deliveries=deliveries,
+            owner=alert.alert_id,
+            trigger=ExecutionTrigger.INITIAL,
+            now=now,
+            decision_pks=[None] * len(deliveries),
+        )
         evidence_append(
             kind=MetadataKind.ALERT_PLAN,
             session_id=alert.alert_id,

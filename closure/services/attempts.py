@@ -103,14 +103,6 @@ def attempt_claim(
     )
 
 
-def attempt_renew(claim: ClaimedAttempt) -> bool:
-    """Extend a claimed lease just before sending; False if it was lost (do not send)."""
-    renewed = AlertDelivery.objects.filter(
-        pk=claim.delivery_pk, lease_version=claim.lease_version
-    ).update(leased_until=lease_until(timezone.now()))
-    return renewed == 1
-
-
 def attempts_claim(
     *,
     deliveries: list[AlertDelivery],
