@@ -5,8 +5,9 @@ of realistic size (one COPY, hashes computed in Python: about a minute per milli
 runs each operation as its own process, several rounds, and prints the median wall time, rows
 per second and peak resident memory (VmHWM of that process):
 
-- reference:   a bare psycopg streaming read of the same columns in sequence order that hashes
-               each payload's text and chain link; no JSON parsing, no Django, proves nothing.
+- reference:   a bare psycopg streaming read in sequence order of the stored payload text and
+               the hash columns that hashes each payload's text and chain link; no JSON
+               parsing, no copies compared, no Django, proves nothing.
 - verify:      `manage.py verify_evidence` (streams the whole chain and proves every row)
 - checkpoint:  `manage.py evidence_checkpoint` (verifies, then signs the head)
 - readiness:   `GET .../final-reporting-release-readiness` with a checkpoint near the head
@@ -56,7 +57,7 @@ KINDS = [
 COLUMNS = (
     "sequence, metadata_kind, session_id, created_at, signer, health_id, provider, "
     "execution_status, dry_run, decision_count, blocked_count, approval_required_count, payload, "
-    "payload_sha256, previous_hash, chain_hash"
+    "payload_text, payload_sha256, previous_hash, chain_hash"
 )
 
 
@@ -142,6 +143,7 @@ def build_rows(count: int) -> float:
                     int(status == "failed"),
                     0,
                     text.decode(),
+                    text.decode(),
                     payload_sha,
                     previous,
                     row_chain,
@@ -177,7 +179,7 @@ else:
 """
 
 REFERENCE_QUERY = (
-    "SELECT sequence, payload::text, payload_sha256, previous_hash, chain_hash "
+    "SELECT sequence, payload_text, payload_sha256, previous_hash, chain_hash "
     "FROM closure_evidence ORDER BY sequence"
 )
 

@@ -77,6 +77,9 @@ MIDDLEWARE = [
     # is measured whole (closure/ops/).
     "closure.ops.logs.RequestIdMiddleware",
     "closure.ops.metrics.RequestLatencyMiddleware",
+    # Before anything reads the request: a NUL in the path is a 404, a multipart form in a
+    # charset other than UTF-8 a 400 (text no record can hold).
+    "closure.ops.encoding.RequestTextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
@@ -85,6 +88,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # After CSRF and login-required (a refused request writes nothing and is not counted):
+    # every write outside the API counts against its user's budget (closure/ops/throttle.py).
+    "closure.ops.throttle.WriteThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: locks out repeated login failures, and answers API clients with problem+json when
@@ -212,12 +218,14 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["closure.api.filtering.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "closure.api.pagination.StablePageNumberPagination",
     "PAGE_SIZE": 50,
-    # JSON only: a form-encoded or multipart body is a 415, never a loosely typed input.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON only: a form-encoded or multipart body is a 415, never a loosely typed input; deep
+    # nesting, lone surrogates and repeated keys are a 400 (closure/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["closure.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "closure.api.renderers.StrictContentNegotiation",
     "EXCEPTION_HANDLER": "closure.api.problems.problem_exception_handler",
     # Every POST is throttled per user (or per address for anonymous callers) in the shared
     # cache: 429 problem+json with Retry-After (closure/api/throttling.py).
@@ -235,7 +243,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "closure.ops.logs.RequestIdFilter"}},
     "formatters": {
         "json": {"()": "closure.ops.logs.JsonFormatter"},
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {"()": "closure.ops.logs.PlainFormatter"},
     },
     "handlers": {
         "console": {
@@ -245,6 +253,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("CAVRA_LOG_LEVEL", "INFO")},
+    # Django's own handlers (its debug console, the development server's request lines) would
+    # write around the redacting formatters: its lines go through the root handler instead.
+    "loggers": {
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+    },
 }
 
 # The cache holds throttle counters, so every app server must see the same one: the database
@@ -333,7 +347,12 @@ if env_bool("CAVRA_BEHIND_PROXY"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Operations (closure/ops/, docs/deployment.md) ------------------------------------------
-# POSTs one user (or one address) may make per period: "<n>/<second|minute|hour|day>".
+# The largest request body read, in bytes: a larger one is a 413 (API) before anything is
+# parsed. 8 MiB holds the largest batch the API documents (1,000 events with 4 KiB `details`
+# each and every other field at its longest) sent as ordinary JSON; see docs/api.md.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CAVRA_MAX_REQUEST_BYTES", 8 * 1024 * 1024)
+# Writes one user (or one address) may make per period, API, console and admin together:
+# "<n>/<second|minute|hour|day>" (closure/api/throttling.py).
 CAVRA_API_POST_RATE = os.environ.get("CAVRA_API_POST_RATE", "120/minute")
 # Seconds an API client is told to wait (Retry-After) when the database is unavailable.
 CAVRA_DB_UNAVAILABLE_RETRY_AFTER = env_int("CAVRA_DB_UNAVAILABLE_RETRY_AFTER", 5)
@@ -360,6 +379,9 @@ CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES = env_int("CAVRA_ACKNOWLEDGEMENT_SLA_MINUTES",
 CAVRA_HEALTH_STALE_MINUTES = env_int("CAVRA_HEALTH_STALE_MINUTES", 180)
 # How long a worker may hold a claimed delivery attempt before another worker may take it over.
 CAVRA_ATTEMPT_LEASE_SECONDS = env_int("CAVRA_ATTEMPT_LEASE_SECONDS", 120)
+# How long a request holds its Idempotency-Key before a repeat may take the key over: about
+# twice the longest request, a live worker run of 500 retries at the 30 s deadline (~32 min).
+CAVRA_IDEMPOTENCY_LEASE_SECONDS = env_int("CAVRA_IDEMPOTENCY_LEASE_SECONDS", 3600)
 # Circuit breaker per connector: this many consecutive failed attempts open it for the cool-down.
 CAVRA_CIRCUIT_FAILURE_THRESHOLD = env_int("CAVRA_CIRCUIT_FAILURE_THRESHOLD", 5)
 CAVRA_CIRCUIT_COOLDOWN_SECONDS = env_int("CAVRA_CIRCUIT_COOLDOWN_SECONDS", 300)

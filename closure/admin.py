@@ -1,14 +1,18 @@
 """The auditors' tool: every evidence-bearing record read-only, connectors for platform owners.
 
 The read-only record admins (filters, links, bounded counts, CSV/JSON Lines export) live in
-`closure.admin_records`; connectors, edited by platform owners only, are below.
+`closure.admin_records`, the API tokens (platform owners) in `closure.admin_tokens`;
+connectors, edited by platform owners only, are below.
 """
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from closure import admin_records  # noqa: F401 (registers the read-only record admins)
+from closure import (
+    admin_records,  # noqa: F401 (registers the read-only record admins)
+    admin_tokens,  # noqa: F401 (registers the API token admin)
+)
 from closure.models import Connector
 from closure.services.connectors import connector_save
 from closure.services.errors import ServiceError
@@ -221,3 +225,7 @@ class ConnectorAdmin(admin.ModelAdmin):
             raise ValidationError(exc.detail) from exc
         obj.pk = saved.pk
         obj.refresh_from_db()
+
+
+# Last, when every app's admin is registered (closure is the last installed app).
+admin_records.bound_date_hierarchies(admin.site)

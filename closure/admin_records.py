@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, StreamingHttpResponse
@@ -119,7 +120,40 @@ def evidence_link(session_id: str):
     return changelist_link(Evidence, "Evidence rows of this record", session_id=session_id)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class BoundedDateChangeList(ChangeList):
+    """A date hierarchy link past the calendar's end is an invalid filter, not a crash.
+
+    Django computes the end of the chosen year, month or day by date arithmetic after it has
+    checked the date, so `?…__year=9999` (or December 9999) overflowed into a 500; such a
+    filter now takes the admin's usual way for invalid filters (a redirect to `?e=1`).
+    """
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class BoundedDateHierarchyMixin:
+    """For a ModelAdmin: its changelist is a `BoundedDateChangeList`."""
+
+    def get_changelist(self, request, **kwargs):
+        return BoundedDateChangeList
+
+
+def bound_date_hierarchies(site: admin.AdminSite) -> None:
+    """Give every admin with a date hierarchy, whoever registered it (django-axes' login
+    records too), the changelist that cannot overflow. Called once every admin is registered."""
+    for model, model_admin in site._registry.items():
+        if model_admin.date_hierarchy and not isinstance(model_admin, BoundedDateHierarchyMixin):
+            admin_class = type(model_admin)
+            bounded = type(admin_class.__name__, (BoundedDateHierarchyMixin, admin_class), {})
+            # Replaced in place: the registry's order is the order of the admin's URLs.
+            site._registry[model] = bounded(model, site)
+
+
+class ReadOnlyAdmin(BoundedDateHierarchyMixin, admin.ModelAdmin):
     """Evidence and records are never added, changed or deleted here, by anyone."""
 
     show_full_result_count = False

@@ -9,6 +9,7 @@ one needs neither a database nor Django settings.
 import base64
 import hashlib
 import json
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,22 @@ except ImportError:  # pragma: no cover (optional: the standard library gives th
 GENESIS_HASH = "0" * 64
 # The fields an export adds to a row's payload; everything else in an exported row is payload.
 INTEGRITY_FIELDS = ("sequence", "payload_sha256", "previous_hash", "chain_hash")
+# The payload fields an evidence row also keeps as columns (for filters and the CSV export);
+# verification checks every one of them against the hashed payload.
+COPIED_COLUMNS = (
+    "created_at",
+    "metadata_kind",
+    "session_id",
+    "signer",
+    "health_id",
+    "provider",
+    "execution_status",
+    "dry_run",
+    "decision_count",
+    "blocked_count",
+    "approval_required_count",
+)
+PAYLOAD_MISMATCH = "payload does not match payload_sha256"
 SIGNATURE_ALGORITHM = "Ed25519"
 
 
@@ -64,23 +81,36 @@ def chain_hash(previous_hash: str, payload_sha256: str) -> str:
 
 # -- the fast path for stored rows ----------------------------------------------------------------
 #
-# Verifying and exporting a million rows is mostly JSON work. orjson, when installed, parses and
-# writes JSON several times faster than the standard library. Its sorted compact output is the
-# same as `canonical_json` for strings, integers, booleans, null, lists and objects, but some
-# floats are written differently (0.00005 for 5e-05). So its bytes are used only once they are
-# proven canonical: they hash to the row's stored `payload_sha256`, which was computed over the
-# canonical bytes, so they *are* those bytes. Anything else goes through `canonical_json`. The
-# results are the same with or without orjson; only the speed differs.
+# Every row stores the canonical JSON text its `payload_sha256` hashes (`payload_text`), so the
+# database verifier hashes those bytes as they are and never re-encodes them. Rows written before
+# the text was stored, exports and the offline verifier rebuild the canonical bytes from a parsed
+# value instead. orjson, when installed, parses and writes JSON several times faster than the
+# standard library. Its sorted compact output is the same as `canonical_json` for strings,
+# integers, booleans, null, lists and objects, but some floats are written differently (0.00005
+# for 5e-05). So its bytes are used only once they are proven canonical: they hash to the row's
+# stored `payload_sha256`, which was computed over the canonical bytes, so they *are* those
+# bytes. Anything else goes through `canonical_json`. The results are the same with or without
+# orjson; only the speed differs.
+
+
+# orjson reads an integer literal outside 64 bits as a float (-9223372036854775809 becomes
+# -9.223372036854776e+18), silently. Every such literal has at least 19 digits, so text with a
+# run of 19 digits (in a number or in a string) takes the standard path. The run is found by
+# mapping every digit to a zero byte, in C.
+_DIGITS_TO_ZERO = bytes(0 if 0x30 <= byte <= 0x39 else 1 for byte in range(256))
+_LONG_DIGIT_RUN = b"\x00" * 19
 
 
 def json_loads(text: str | bytes) -> Any:
-    """Parse JSON text; the same value as `json.loads` (orjson refuses a few inputs, such as
-    integers beyond 64 bits, that `json.loads` accepts: those take the standard path)."""
+    """Parse JSON text; the same value as `json.loads`, faster with orjson where orjson reads
+    it exactly (not integers beyond 64 bits, nor a few inputs orjson refuses)."""
     if orjson is not None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
+        raw = text.encode() if isinstance(text, str) else text
+        if raw.translate(_DIGITS_TO_ZERO).find(_LONG_DIGIT_RUN) < 0:
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass
     return json.loads(text)
 
 
@@ -112,7 +142,24 @@ def payload_text_matches(text: str | bytes, payload_sha: str) -> bool:
             fast = b""
         if hashlib.sha256(fast).hexdigest() == payload_sha:
             return True
-    return payload_matches(json_loads(text), payload_sha)
+    try:
+        return payload_matches(json_loads(text), payload_sha)
+    except (ValueError, RecursionError):
+        return False
+
+
+def is_canonical_text(value: Any, text: bytes) -> bool:
+    """Whether `text` is exactly the canonical JSON of `value`."""
+    if orjson is not None:
+        try:
+            if orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == text:
+                return True
+        except TypeError:
+            pass
+    try:
+        return canonical_json(value) == text
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 def payload_json(payload: Any, payload_sha: str) -> bytes:
@@ -137,6 +184,78 @@ def envelope_line(
         # hex strings, so the envelope is too.
         return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
     return canonical_json(envelope)
+
+
+_copied_fields = operator.itemgetter(*COPIED_COLUMNS)
+
+
+def same_json_value(stored: Any, copy: Any) -> bool:
+    """Whether `copy` (a payload read back from a jsonb column) is the JSON value `stored`.
+
+    jsonb keeps a number as its exact decimal, so a float reads back as the same float, or as
+    an integer when its decimal has no fraction (1e308), and -0.0 as 0.0: numbers are equal
+    when their float values are. Everything else must be equal as it is.
+    """
+    if isinstance(stored, bool) or isinstance(copy, bool):
+        return type(stored) is type(copy) and stored == copy
+    if isinstance(stored, int | float) and isinstance(copy, int | float):
+        if isinstance(stored, int) and isinstance(copy, int):
+            return stored == copy
+        try:
+            return float(stored) == float(copy)
+        except OverflowError:
+            return False
+    if isinstance(stored, dict) and isinstance(copy, dict):
+        return stored.keys() == copy.keys() and all(
+            same_json_value(value, copy[key]) for key, value in stored.items()
+        )
+    if isinstance(stored, list) and isinstance(copy, list):
+        return len(stored) == len(copy) and all(
+            same_json_value(a, b) for a, b in zip(stored, copy, strict=True)
+        )
+    return type(stored) is type(copy) and stored == copy
+
+
+def copied_columns_problem(payload: Any, columns: tuple) -> str:
+    """The problem naming the first copied column (values in `COPIED_COLUMNS` order,
+    `created_at` a datetime) that differs from its field in the payload; "" when none does."""
+    try:
+        expected = _copied_fields(payload)
+        if expected[1:] == columns[1:] and datetime.fromisoformat(expected[0]) == columns[0]:
+            return ""
+    except (KeyError, TypeError, ValueError):
+        pass
+    fields = payload if isinstance(payload, dict) else {}
+    for name, value in zip(COPIED_COLUMNS, columns, strict=True):
+        field = fields.get(name)
+        if name == "created_at":
+            try:
+                same = datetime.fromisoformat(field) == value
+            except (TypeError, ValueError):
+                same = False
+        else:
+            same = name in fields and field == value
+        if not same:
+            return f"column {name} does not match the payload"
+    return ""
+
+
+def _stored_problems(
+    text: str, legacy: bool, payload_sha: str, copy_agrees: bool, columns: tuple
+) -> tuple[str, str]:
+    """What is wrong with a stored row's payload: (with its hash, with its copies), each ""
+    when nothing is."""
+    if legacy:
+        hashed = payload_text_matches(text, payload_sha)
+    else:
+        hashed = hashlib.sha256(text.encode()).hexdigest() == payload_sha
+    if not copy_agrees:
+        return ("" if hashed else PAYLOAD_MISMATCH), PAYLOAD_MISMATCH
+    try:
+        payload = json_loads(text)
+    except (ValueError, RecursionError):
+        return PAYLOAD_MISMATCH, PAYLOAD_MISMATCH
+    return ("" if hashed else PAYLOAD_MISMATCH), copied_columns_problem(payload, columns)
 
 
 # -- walking the chain --------------------------------------------------------------------------
@@ -185,6 +304,22 @@ class ChainWalker:
         """Check one row; False (and `broken` set) at the first row that does not hold."""
         if self.broken:
             return False
+        payload_problem = "" if payload_matches(payload, payload_sha) else PAYLOAD_MISMATCH
+        return self._check(sequence, payload_sha, previous_hash, row_chain, payload_problem, "")
+
+    def _check(
+        self,
+        sequence: int,
+        payload_sha: str,
+        previous_hash: str,
+        row_chain: str,
+        payload_problem: str,
+        copies_problem: str,
+    ) -> bool:
+        """Check a row's place and links, given what is wrong with its payload's hash and with
+        the copies of its payload (checked last); False (and `broken` set) if anything is."""
+        if self.broken:
+            return False
         problem = ""
         if self.last_sequence is None:
             # The first row: the genesis hash before sequence 1, else what the caller knows.
@@ -200,12 +335,14 @@ class ChainWalker:
             elif sequence != self.last_sequence + 1:
                 linked = None  # not adjacent: nothing to link to
         if not problem:
-            if not payload_matches(payload, payload_sha):
-                problem = "payload does not match payload_sha256"
+            if payload_problem:
+                problem = payload_problem
             elif linked is not None and previous_hash != linked:
                 problem = "previous_hash does not match the preceding row"
             elif chain_hash(previous_hash, payload_sha) != row_chain:
                 problem = "chain_hash does not match"
+            else:
+                problem = copies_problem
         if problem:
             self.broken = ChainBreak(sequence, problem)
             return False
@@ -218,27 +355,43 @@ class ChainWalker:
         return True
 
     def feed_stored(self, rows: Iterable[tuple]) -> bool:
-        """Check contiguous rows whose payload is JSON text, as the database returns them:
-        (sequence, payload text, payload_sha256, previous_hash, chain_hash), in order.
+        """Check contiguous rows as the database stores them, in sequence order:
+        (sequence, text, legacy, payload_sha256, previous_hash, chain_hash, copy_agrees,
+        *COPIED_COLUMNS).
 
-        The same checks as `feed`, in one tight loop: each row must be the expected sequence,
-        link to the row before, carry the hash of its payload's canonical JSON and its chain
-        hash. A row that fails any of them goes through `feed`, which names the problem (or
-        accepts it, when only the fast encoding differed). False at the first break.
+        `text` is the stored canonical payload text, whose UTF-8 bytes must hash to
+        `payload_sha256` as they are. A `legacy` row (written before the text was stored) brings
+        its query copy's text instead, whose canonical JSON must hash to it. `copy_agrees` says
+        whether the row's query copy of the payload is the same document as the text, and every
+        copied column must equal its field in the payload. Then the row must be the expected
+        sequence, link to the row before and carry its chain hash. A row that fails any check
+        goes through `_check`, which names the problem. False at the first break.
         """
         if not self.contiguous:
             raise ValueError("feed_stored checks a contiguous chain")
         sha256, remember = hashlib.sha256, self.remember
+        # Only the copied columns are read from the parsed payload here (strings, small counts,
+        # booleans), which orjson reads exactly even where it would misread a huge integer.
+        loads = orjson.loads if orjson is not None else json.loads
         for row in rows:
-            sequence, text, payload_sha, previous_hash, row_chain = row
-            if (
-                self.last_sequence is None
-                or sequence != self.expected_sequence
-                or previous_hash != self.previous_hash
-                or not payload_text_matches(text, payload_sha)
-                or sha256((previous_hash + payload_sha).encode()).hexdigest() != row_chain
-            ):
-                if not self.feed(sequence, json_loads(text), payload_sha, previous_hash, row_chain):
+            sequence, text, legacy, payload_sha, previous_hash, row_chain, copy_agrees = row[:7]
+            columns = row[7:]
+            try:
+                holds = (
+                    sequence == self.expected_sequence
+                    and self.last_sequence is not None
+                    and previous_hash == self.previous_hash
+                    and copy_agrees
+                    and not legacy
+                    and sha256(text.encode()).hexdigest() == payload_sha
+                    and sha256((previous_hash + payload_sha).encode()).hexdigest() == row_chain
+                    and not copied_columns_problem(loads(text), columns)
+                )
+            except (ValueError, RecursionError):
+                holds = False
+            if not holds:
+                problems = _stored_problems(text, legacy, payload_sha, copy_agrees, columns)
+                if not self._check(sequence, payload_sha, previous_hash, row_chain, *problems):
                     return False
                 continue
             self.previous_hash = row_chain
@@ -254,17 +407,7 @@ class ChainWalker:
 
 CSV_COLUMNS = (
     "sequence",
-    "created_at",
-    "metadata_kind",
-    "session_id",
-    "signer",
-    "health_id",
-    "provider",
-    "execution_status",
-    "dry_run",
-    "decision_count",
-    "blocked_count",
-    "approval_required_count",
+    *COPIED_COLUMNS,
     "payload_json",
     "payload_sha256",
     "previous_hash",
@@ -286,7 +429,7 @@ def csv_cell(value: Any) -> str:
 def csv_row(sequence: int, payload: dict, payload_sha: str, previous: str, row_chain: str):
     """The cells of one evidence row: readable columns taken from the payload, then the
     payload's canonical JSON and the integrity fields the verifier recomputes."""
-    readable = [payload.get(name) for name in CSV_COLUMNS[1:12]]
+    readable = [payload.get(name) for name in COPIED_COLUMNS]
     return [
         str(sequence),
         *(csv_cell(value) for value in readable),

@@ -46,6 +46,8 @@ class MetadataKind(models.TextChoices):
     )
     # A username locked out after repeated failed logins (closure/ops/lockout.py).
     LOGIN_LOCKOUT = f"{METADATA_KIND_PREFIX}-access-login-lockout", "Login lockout"
+    # An API token created or revoked (closure/services/tokens.py).
+    API_TOKEN = f"{METADATA_KIND_PREFIX}-access-api-token", "API token change"
 
 
 class EventKind(models.TextChoices):
@@ -207,6 +209,21 @@ class SkipReason(models.TextChoices):
     CONNECTOR_DISABLED = "connector_disabled", "Connector disabled"
 
 
+class HoldReason(models.TextChoices):
+    """Why a due retry stays pending in a run without being sent or skipped (no record)."""
+
+    CIRCUIT_OPEN = "circuit_open", "Connector circuit open"
+    ATTEMPT_IN_FLIGHT = "attempt_in_flight", "Another attempt in flight"
+
+
+class ApiTokenState(models.TextChoices):
+    """An API token's state, derived from its revocation and expiry times (never stored)."""
+
+    ACTIVE = "active", "Active"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+
+
 class ReviewDecision(models.TextChoices):
     """What a closure review concludes about the dashboard it saw."""
 
@@ -225,6 +242,7 @@ class ClosureState(models.TextChoices):
 LEDGER_READ_KINDS = frozenset(
     {
         MetadataKind.LOGIN_LOCKOUT,
+        MetadataKind.API_TOKEN,
         MetadataKind.CLOSURE_REVIEW,
         MetadataKind.READINESS_SUMMARY,
         MetadataKind.RUNBOOK_EXPORT,

@@ -16,12 +16,13 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from closure.choices import EventKind, EventStatus
-from closure.models import ApiToken, HealthReport
+from closure.models import HealthReport
 from closure.roles import AUDITORS, OPERATORS, PLATFORM_OWNERS
 from closure.services.alerts import health_alert_send
 from closure.services.connectors import connector_save
 from closure.services.events import delivery_events_ingest
 from closure.services.health import HealthParameters, health_report_build
+from closure.services.tokens import api_token_create
 
 DEMO_PASSWORD = "cavra-demo-password"  # noqa: S105 (local demo accounts only)
 DEMO_USERS = {"operator": OPERATORS, "auditor": AUDITORS, "owner": PLATFORM_OWNERS}
@@ -157,8 +158,7 @@ def demo_load(*, receiver_url: str) -> bool:
 
 def demo_token() -> str:
     operator = get_user_model().objects.get(username="operator")
-    _, raw = ApiToken.issue(user=operator, name="demo", days=1)
-    return raw
+    return api_token_create(actor=None, user=operator, name="demo", days=1).raw
 
 
 __all__ = ["DEMO_PASSWORD", "DemoReceiver", "demo_load", "demo_token"]

@@ -4,9 +4,11 @@ Every service writes its evidence row through `evidence_append` inside its own t
 change and its evidence commit together or not at all. Appends are serialised: on PostgreSQL by a
 transaction-scoped advisory lock, on SQLite by its single writer (IMMEDIATE transactions).
 
-`evidence_verify` walks the chain with `closure.chain.ChainWalker` (the offline bundle verifier
-uses the same code) and checks it against the latest signed checkpoint. docs/evidence.md has
-the whole story.
+Each row stores the canonical JSON text its hash covers (`payload_text`); the jsonb `payload` and
+the flattened columns are copies of it for queries. `evidence_verify` walks the chain with
+`closure.chain.ChainWalker` (the offline bundle verifier uses the same code), hashing the stored
+text as it is and checking every copy against it, and checks the chain against the latest
+signed checkpoint. docs/evidence.md has the whole story.
 """
 
 import json
@@ -16,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Func, Q, QuerySet, TextField
+from django.db.models.functions import Cast, Coalesce
 from django.db.models.signals import post_save
 from django.utils import timezone
-from psycopg.types.string import TextLoader
 
 from closure import chain
 from closure.chain import GENESIS_HASH, canonical_json, chain_hash, isoformat, sha256_hex
@@ -45,6 +47,8 @@ __all__ = [
     "evidence_envelope",
     "evidence_head",
     "evidence_verify",
+    "stored_payload_bytes",
+    "stored_row_problem",
     "isoformat",
     "sha256_hex",
 ]
@@ -160,7 +164,8 @@ def _evidence_row(
         "dry_run": filters.dry_run,
         "subject": json.loads(canonical_json(entry.subject)),
     }
-    payload_sha = sha256_hex(canonical_json(payload))
+    text = canonical_json(payload)
+    payload_sha = sha256_hex(text)
     return Evidence(
         sequence=sequence,
         metadata_kind=entry.kind,
@@ -175,16 +180,43 @@ def _evidence_row(
         blocked_count=entry.blocked_count,
         approval_required_count=entry.approval_required_count,
         payload=payload,
+        payload_text=text.decode(),
         payload_sha256=payload_sha,
         previous_hash=previous,
         chain_hash=chain_hash(previous, payload_sha),
     )
 
 
+def stored_payload_bytes(row: Evidence) -> bytes:
+    """The bytes `payload_sha256` covers: the stored text, or for a row written before the text
+    was kept (and not proven by the migration) the canonical JSON of its jsonb copy."""
+    if row.payload_text is None:
+        return canonical_json(row.payload)
+    return row.payload_text.encode()
+
+
+def stored_row_problem(row: Evidence) -> str:
+    """What is wrong with one stored row on its own, or "": the same checks a verification
+    makes of it, but for its link to the row before. The stored bytes must hash to
+    `payload_sha256`, and the jsonb copy and the copied columns must agree with them."""
+    text = stored_payload_bytes(row)
+    if sha256_hex(text) != row.payload_sha256:
+        return chain.PAYLOAD_MISMATCH
+    payload = chain.json_loads(text)
+    if row.payload_text is not None and not chain.same_json_value(payload, row.payload):
+        return chain.PAYLOAD_MISMATCH
+    columns = tuple(getattr(row, name) for name in chain.COPIED_COLUMNS)
+    return chain.copied_columns_problem(payload, columns)
+
+
 def evidence_envelope(row: Evidence) -> dict:
-    """What the API and exports show for an evidence row: payload plus integrity fields."""
+    """What the API and exports show for an evidence row: payload plus integrity fields.
+
+    The payload is read from the hashed text, so it is the value the hash covers (the jsonb
+    copy may have normalised a number, such as -0.0 to 0.0)."""
+    payload = row.payload if row.payload_text is None else chain.json_loads(row.payload_text)
     return {
-        **row.payload,
+        **payload,
         "sequence": row.sequence,
         "payload_sha256": row.payload_sha256,
         "previous_hash": row.previous_hash,
@@ -192,10 +224,18 @@ def evidence_envelope(row: Evidence) -> dict:
     }
 
 
-# The columns the chain is checked from, in the order `ChainWalker.feed` takes them.
+# What `ledger_rows` yields by default, in the order `ChainWalker.feed` takes them.
 CHAIN_FIELDS = ("sequence", "payload", "payload_sha256", "previous_hash", "chain_hash")
 # Rows per network round trip (PostgreSQL) or per fetch (SQLite) when streaming the ledger.
 STREAM_ROWS = 2000
+# The hashed payload text; on a row written before it was stored, the text of the query copy.
+STORED_TEXT = Coalesce("payload_text", Cast("payload", TextField()))
+IS_LEGACY = ExpressionWrapper(Q(payload_text__isnull=True), output_field=BooleanField())
+# PostgreSQL's own comparison of the jsonb copy with the stored text (migration 0013): equal as
+# jsonb values, which is exactly what its normalisation keeps; false for text it cannot read.
+COPY_AGREES = Func(
+    "payload", "payload_text", function="closure_evidence_copy_agrees", output_field=BooleanField()
+)
 
 
 @contextmanager
@@ -212,31 +252,65 @@ def long_read() -> Iterator[None]:
         yield
 
 
-def ledger_rows(
-    rows: QuerySet, *, chunk_size: int = STREAM_ROWS, payload_text: bool = False
-) -> Iterator[tuple]:
-    """Stream `CHAIN_FIELDS` of the given evidence rows in their order, in constant memory.
-
-    On PostgreSQL the query's rows are streamed straight from psycopg (chunked rows mode): the
-    server keeps producing rows while Python hashes the ones it has, and the payload arrives as
-    JSON text, parsed once by `chain.json_loads` or, with `payload_text`, handed on unparsed
-    (`ChainWalker.feed_stored` takes it so). Elsewhere Django's iterator reads in chunks and
-    the payload is always parsed.
-    """
-    rows = rows.values_list(*CHAIN_FIELDS)
+def _stream(rows: QuerySet, chunk_size: int) -> Iterator[tuple]:
+    """The rows of a `values_list` query in constant memory. On PostgreSQL straight from
+    psycopg (chunked rows mode): the server keeps producing rows while Python checks the ones
+    it has. Elsewhere Django's iterator, in chunks."""
     if connection.vendor != "postgresql":
         yield from rows.iterator(chunk_size=chunk_size)
         return
     sql, params = rows.query.sql_with_params()
     connection.ensure_connection()
     with connection.connection.cursor() as cursor:
-        cursor.adapters.register_loader("jsonb", TextLoader)
-        stream = cursor.stream(sql, params, size=chunk_size)
+        yield from cursor.stream(sql, params, size=chunk_size)
+
+
+def ledger_rows(
+    rows: QuerySet,
+    *,
+    chunk_size: int = STREAM_ROWS,
+    payload_text: bool = False,
+    copies: bool = False,
+) -> Iterator[tuple]:
+    """Stream the given evidence rows in their order, in constant memory.
+
+    Each row is `CHAIN_FIELDS`, the payload parsed from its stored text (with `payload_text`,
+    that text unparsed). With `copies`, each row is what `ChainWalker.feed_stored` checks: the
+    stored text, whether the row predates it, the hashes, whether the jsonb copy agrees with
+    the text, and the copied columns. PostgreSQL compares the jsonb copy itself; elsewhere
+    (where the copy is stored as the JSON text Python wrote) it must re-encode to exactly the
+    stored text.
+    """
+    postgres = connection.vendor == "postgresql"
+    rows = rows.annotate(stored_text=STORED_TEXT)
+    if not copies:
+        stream = _stream(
+            rows.values_list(
+                "sequence", "stored_text", "payload_sha256", "previous_hash", "chain_hash"
+            ),
+            chunk_size,
+        )
         if payload_text:
             yield from stream
             return
-        for sequence, payload, payload_sha, previous, row_chain in stream:
-            yield sequence, chain.json_loads(payload), payload_sha, previous, row_chain
+        for sequence, text, payload_sha, previous, row_chain in stream:
+            yield sequence, chain.json_loads(text), payload_sha, previous, row_chain
+        return
+    rows = rows.annotate(legacy=IS_LEGACY)
+    if postgres:
+        rows = rows.annotate(copy_agrees=COPY_AGREES)
+    integrity = ("sequence", "stored_text", "legacy", "payload_sha256", "previous_hash")
+    copy = "copy_agrees" if postgres else "payload"
+    stream = _stream(
+        rows.values_list(*integrity, "chain_hash", copy, *chain.COPIED_COLUMNS), chunk_size
+    )
+    if postgres:
+        yield from stream
+        return
+    for row in stream:
+        legacy, copy_value = row[2], row[6]
+        agrees = legacy or chain.is_canonical_text(copy_value, row[1].encode())
+        yield (*row[:6], agrees, *row[7:])
 
 
 def evidence_head() -> tuple[int, str]:
@@ -348,15 +422,9 @@ def latest_checkpoint() -> EvidenceCheckpoint | None:
 
 def _walk(walker: chain.ChainWalker, rows: QuerySet, chunk_size: int) -> None:
     """Feed the given rows to `walker` in one streaming read, up to the first break."""
-    payload_text = connection.vendor == "postgresql"
-    stream = ledger_rows(rows, chunk_size=chunk_size, payload_text=payload_text)
+    stream = ledger_rows(rows, chunk_size=chunk_size, copies=True)
     with long_read(), closing(stream):
-        if payload_text:
-            walker.feed_stored(stream)
-            return
-        for row in stream:
-            if not walker.feed(*row):
-                return
+        walker.feed_stored(stream)
 
 
 def _verify_after_checkpoint(entry: dict, chunk_size: int) -> ChainVerification | None:

@@ -39,7 +39,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "review_closure",
     ],
     AUDITORS: [*VIEW_ALL, "export_evidence"],
-    PLATFORM_OWNERS: [*VIEW_ALL, "add_connector", "change_connector"],
+    PLATFORM_OWNERS: [*VIEW_ALL, "add_connector", "change_connector", "manage_api_tokens"],
 }
 
 

@@ -14,7 +14,8 @@ The public key is the one `manage.py evidence_public_key` publishes (also read f
 - row count and first/last sequence; a contiguous export has no gap, starts from the genesis
   hash at sequence 1, and ends on the manifest's chain head when it reaches the ledger head.
 
-Prints a JSON report; exit status 0 when every check holds, 1 when one fails, 2 on bad usage.
+Prints a JSON report; exit status 0 when every check holds, 1 when one fails (a bundle that
+cannot be read at all, such as a truncated or damaged ZIP, included), 2 on bad usage.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import json
 import os
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,10 @@ from closure import chain
 
 MANIFEST_SCHEMA = "cavra.evidence.export.v1"
 MANIFEST_NAME = "manifest.json"
+# A CSV cell holds a whole payload, which may be longer than the csv module's default limit.
+CSV_FIELD_LIMIT = 2**31 - 1
+# What reading a damaged ZIP member or a file that is not UTF-8 text raises.
+UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, csv.Error)
 EXACT_FIELDS = (
     "metadata_kind",
     "session_id",
@@ -75,12 +81,17 @@ class Bundle:
             self._folder = path
             self.manifest = self._load_json((path / MANIFEST_NAME).read_bytes)
         elif zipfile.is_zipfile(path):
-            self._zip = zipfile.ZipFile(path)
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except UNREADABLE as exc:
+                raise BundleError(f"{path}: not a readable ZIP ({exc})") from exc
             names = [n for n in self._zip.namelist() if n.rsplit("/", 1)[-1] == MANIFEST_NAME]
             if len(names) != 1:
                 raise BundleError(f"{path}: expected one {MANIFEST_NAME} in the ZIP")
             self._prefix = names[0][: -len(MANIFEST_NAME)]
             self.manifest = self._load_json(lambda: self._zip.read(names[0]))
+        elif path.is_file() and _looks_like_zip(path):
+            raise BundleError(f"{path}: not a readable ZIP (truncated or damaged)")
         elif path.is_file():
             self._folder = path.parent
             self.manifest = self._load_json((path.parent / MANIFEST_NAME).read_bytes)
@@ -91,7 +102,7 @@ class Bundle:
     def _load_json(read) -> dict:
         try:
             manifest = json.loads(read())
-        except (OSError, KeyError, ValueError) as exc:
+        except (*UNREADABLE, KeyError, ValueError, RecursionError) as exc:
             raise BundleError(f"cannot read {MANIFEST_NAME}: {exc}") from exc
         if not isinstance(manifest, dict):
             raise BundleError(f"{MANIFEST_NAME} is not a JSON object")
@@ -104,18 +115,35 @@ class Bundle:
             if self._zip is not None:
                 return self._zip.open(self._prefix + name)
             return (self._folder / name).open("rb")
-        except (OSError, KeyError) as exc:
+        except (*UNREADABLE, KeyError) as exc:
             raise BundleError(f"cannot open the data file {name!r}: {exc}") from exc
+
+
+def _looks_like_zip(path: Path) -> bool:
+    """A ZIP by its name or its first bytes, though `zipfile` cannot read it."""
+    if path.suffix.lower() == ".zip":
+        return True
+    with path.open("rb") as start:
+        return start.read(4) == b"PK\x03\x04"
+
+
+def _evidence_row(row) -> bool:
+    """Whether a parsed JSON Lines row has the integrity fields, of their types."""
+    if not isinstance(row, dict) or any(name not in row for name in chain.INTEGRITY_FIELDS):
+        return False
+    hashes = (row["payload_sha256"], row["previous_hash"], row["chain_hash"])
+    sequence = row["sequence"]
+    return type(sequence) is int and all(isinstance(value, str) for value in hashes)
 
 
 def _jsonl_rows(stream, problems: list[str]) -> Iterator[tuple]:
     for number, line in enumerate(io.BufferedReader(stream), start=1):
         try:
             row = chain.json_loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             problems.append(f"line {number} is not JSON")
             continue
-        if not isinstance(row, dict) or any(name not in row for name in chain.INTEGRITY_FIELDS):
+        if not _evidence_row(row):
             problems.append(f"line {number} is not an evidence row")
             continue
         payload = {k: v for k, v in row.items() if k not in chain.INTEGRITY_FIELDS}
@@ -128,6 +156,7 @@ def _jsonl_rows(stream, problems: list[str]) -> Iterator[tuple]:
 
 def _csv_rows(stream, problems: list[str]) -> Iterator[tuple]:
     text = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8", newline="")
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(text)
     if next(reader, None) != list(chain.CSV_COLUMNS):
         problems.append("the CSV header is not the evidence header")
@@ -136,7 +165,9 @@ def _csv_rows(stream, problems: list[str]) -> Iterator[tuple]:
             sequence = int(cells[0])
             payload = chain.json_loads(cells[12])
             row = (sequence, payload, cells[13], cells[14], cells[15])
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, RecursionError):
+            row = None
+        if row is None or not isinstance(payload, dict):
             problems.append(f"CSV line {number} is not an evidence row")
             continue
         if cells != chain.csv_row(*row):
@@ -152,7 +183,8 @@ def _outside_filter(payload: dict, sequence: int, manifest: dict) -> str:
             return f"{name} is not {wanted[name]!r}"
     if wanted.get("dry_run") is not None and payload.get("dry_run") != wanted["dry_run"]:
         return f"dry_run is not {wanted['dry_run']}"
-    created = payload.get("created_at") or ""
+    created = payload.get("created_at")
+    created = created if isinstance(created, str) else ""
     if wanted.get("created_after") and created < wanted["created_after"]:
         return "created before the period"
     if wanted.get("created_before") and created >= wanted["created_before"]:
@@ -209,20 +241,26 @@ def verify_bundle(path: Path, *, public_key: str | None) -> dict:
         first_previous_hash=chain.GENESIS_HASH if first_expected == 1 else None,
     )
     count, first, last, outside = 0, None, None, None
-    with bundle.open_data(str(file_info.get("name", ""))) as raw:
+    name = str(file_info.get("name", ""))
+    with bundle.open_data(name) as raw:
         reader = _HashingReader(raw)
         rows = (
             _csv_rows(reader, problems) if export_format == "csv" else _jsonl_rows(reader, problems)
         )
-        for sequence, payload, payload_sha, previous, row_chain in rows:
-            count += 1
-            first = sequence if first is None else first
-            last = sequence
-            walker.feed(sequence, payload, payload_sha, previous, row_chain)
-            if outside is None:
-                reason = _outside_filter(payload, sequence, manifest)
-                if reason:
-                    outside = f"sequence {sequence} does not belong in this export: {reason}"
+        try:
+            for sequence, payload, payload_sha, previous, row_chain in rows:
+                count += 1
+                first = sequence if first is None else first
+                last = sequence
+                walker.feed(sequence, payload, payload_sha, previous, row_chain)
+                if outside is None:
+                    reason = _outside_filter(payload, sequence, manifest)
+                    if reason:
+                        outside = f"sequence {sequence} does not belong in this export: {reason}"
+        except UNREADABLE as exc:
+            raise BundleError(
+                f"cannot read the data file {name!r} after {count} rows: {exc}"
+            ) from exc
         file_sha256, file_size = reader.sha256.hexdigest(), reader.size
 
     if file_sha256 != file_info.get("sha256"):

@@ -24,6 +24,7 @@ from closure.choices import (
     DeliveryStatus,
     ExecutionStatus,
     ExecutionTrigger,
+    HoldReason,
     MetadataKind,
     SkipReason,
     WorkerRunStatus,
@@ -47,7 +48,12 @@ from closure.services.attempts import (
     attempts_renew,
     execution_skip,
 )
-from closure.services.circuits import circuit_admit, circuits_ensure, circuits_locked
+from closure.services.circuits import (
+    circuit_admit,
+    circuit_would_admit,
+    circuits_ensure,
+    circuits_locked,
+)
 from closure.services.common import signer_of
 from closure.services.errors import NotFound
 from closure.services.retries import (
@@ -120,6 +126,28 @@ def _decision_public(decision: RetryDecision) -> dict:
         "retry_count": decision.retry_count,
         "next_retry_at": isoformat(decision.next_retry_at),
     }
+
+
+def _dry_verdict(delivery: AlertDelivery, now) -> tuple[str, str]:
+    """What a live run's claim would do with a due retry of this delivery: ("send", ""),
+    ("skip", the skip reason it would record) or ("hold", why it would stay pending)."""
+    if delivery.lease_is_held(now):
+        return "hold", HoldReason.ATTEMPT_IN_FLIGHT
+    if delivery.status == DeliveryStatus.DELIVERED:
+        return "skip", SkipReason.ALREADY_DELIVERED
+    if delivery.status != DeliveryStatus.FAILED:
+        return "skip", SkipReason.NO_LONGER_FAILED
+    if not delivery.connector.enabled:
+        return "skip", SkipReason.CONNECTOR_DISABLED
+    circuit = getattr(delivery.connector, "circuit", None)
+    if circuit is not None and not circuit_would_admit(
+        circuit.state,
+        open_until=circuit.open_until,
+        probe_in_flight=circuit.probe_in_flight,
+        now=now,
+    ):
+        return "hold", HoldReason.CIRCUIT_OPEN
+    return "send", ""
 
 
 def _run_status(delivered: int, failed: int, skipped: int, selected: int) -> str:
@@ -211,16 +239,21 @@ class Worker:
         return self._run_dry(plan, plan_public, plan_evidence)
 
     def _run_dry(self, plan, plan_public, plan_evidence) -> WorkerOutcome:
-        """Report what a live run would do; calls no connector and changes no record."""
+        """Report what a live run would do; calls no connector and changes no record.
+
+        Each due retry is judged as a live run's claim judges it (`_dry_verdict`): sent,
+        skipped with the reason the live run would record, or held (its connector's circuit
+        is open, or another attempt is in flight) with the reason it would stay pending.
+        """
         now = timezone.now()
         options = self.options
         if plan is not None:
             due = list(
-                self._due_decisions(now).select_related("plan", "delivery__alert__health")[
-                    : options.max_retry_deliveries
-                ]
+                self._due_decisions(now).select_related(
+                    "plan", "delivery__alert__health", "delivery__connector__circuit"
+                )[: options.max_retry_deliveries]
             )
-            selected = [_decision_public(d) for d in due]
+            judged = [(_decision_public(d), _dry_verdict(d.delivery, now)) for d in due]
             counts = {
                 "retryable_count": plan.retryable_count,
                 "waiting_retry_count": plan.waiting_count,
@@ -234,28 +267,40 @@ class Worker:
                 now=now,
             )
             retryable = [p for p in preview if p.action == DecisionAction.RETRY]
-            selected = [
-                {**p.as_dict(options.retry_policy), "retry_plan_id": None}
-                for p in retryable[: options.max_retry_deliveries]
+            candidates = retryable[: options.max_retry_deliveries]
+            deliveries = AlertDelivery.objects.select_related("connector__circuit").in_bulk(
+                [p.delivery.pk for p in candidates]
+            )
+            judged = [
+                (
+                    {**p.as_dict(options.retry_policy), "retry_plan_id": None},
+                    _dry_verdict(deliveries[p.delivery.pk], now),
+                )
+                for p in candidates
             ]
             counts = {
                 "retryable_count": len(retryable),
                 "waiting_retry_count": sum(p.action == DecisionAction.WAIT for p in preview),
                 "suppressed_retry_count": sum(p.action == DecisionAction.SUPPRESS for p in preview),
             }
+        selected = [decision for decision, (verdict, _) in judged if verdict == "send"]
+        results = [
+            RetryResult(decision=decision, skipped=reason) for decision, (_, reason) in judged
+        ]
+        skipped = sum(verdict == "skip" for _, (verdict, _) in judged)
         summary = {
             **counts,
             "selected_retry_count": len(selected),
             "delivered_count": 0,
             "accepted_count": 0,
             "failed_count": 0,
-            "skipped_count": 0,
+            "skipped_count": skipped,
+            "held_retry_count": len(judged) - len(selected) - skipped,
         }
         status = WorkerRunStatus.SUCCEEDED if selected else WorkerRunStatus.NO_WORK
         with transaction.atomic(durable=True):
             run = self._create_run(plan, now, dry_run=True)
             evidence = self._finish_run(run, status=status, summary=summary, selected=selected)
-        results = [RetryResult(decision=d) for d in selected]
         return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
 
     def _create_run(self, plan, now, *, dry_run: bool) -> WorkerRun:

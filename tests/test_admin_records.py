@@ -16,6 +16,7 @@ from closure.choices import MetadataKind
 from closure.models import (
     Acknowledgement,
     AlertDelivery,
+    ApiToken,
     ClosureReview,
     Connector,
     DeliveryEvent,
@@ -81,9 +82,10 @@ def test_every_evidence_bearing_model_has_a_read_only_admin_built_for_a_million_
         assert model_admin.date_hierarchy == date_hierarchy, model
         assert search in model_admin.search_fields, model
         assert model_admin.export_columns, model
-    # and the only other closure model in the admin is the connector (platform owners')
+    # and the only other closure models in the admin are the platform owners' connectors and
+    # API tokens
     closure_models = {m for m in registry if m._meta.app_label == "closure"}
-    assert closure_models - set(RECORD_ADMINS) == {Connector}
+    assert closure_models - set(RECORD_ADMINS) == {Connector, ApiToken}
     assert registry[Connector].show_full_result_count is False
 
 

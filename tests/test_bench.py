@@ -101,6 +101,16 @@ def test_evidence_benchmark_verifies_the_chain(bench):
     assert re.search(r"reference \(psycopg read\), same run\s+[\d,.]+ rows/s", out)
 
 
+def test_records_verify_benchmark_checks_every_record(bench):
+    out = bench("records_verify", "--deliveries", "100", "--rounds", "1")
+
+    assert (
+        "records checked: 2 HealthReport, 20 HealthAlert, 100 AlertDelivery, "
+        "150 ExecutionRecord, 20 Connector" in out
+    )
+    assert re.search(r"records verification \(292 records\), median\s+[\d,.]+ rows/s", out)
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_load_benchmark_answers_every_request(bench):
     out = bench("load", *SMALL_DATASET, "--duration", "2")

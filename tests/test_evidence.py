@@ -70,12 +70,6 @@ SET_PAYLOAD = {
     "sqlite": "UPDATE closure_evidence SET payload = %s WHERE sequence = %s",
     "postgresql": "UPDATE closure_evidence SET payload = %s::jsonb WHERE sequence = %s",
 }
-SET_PAYLOAD_AND_HASHES = {
-    "sqlite": "UPDATE closure_evidence SET payload = %s, payload_sha256 = %s, chain_hash = %s "
-    "WHERE sequence = %s",
-    "postgresql": "UPDATE closure_evidence SET payload = %s::jsonb, payload_sha256 = %s, "
-    "chain_hash = %s WHERE sequence = %s",
-}
 DELETE_ROW = "DELETE FROM closure_evidence WHERE sequence = %s"
 
 
@@ -93,6 +87,44 @@ def _tamper(statements: dict | str, params: list) -> None:
         finally:
             if using_postgres():
                 cursor.execute("ALTER TABLE closure_evidence ENABLE TRIGGER " + TRIGGER)
+
+
+# The columns a thorough rewrite keeps equal to the payload (created_at is left as it is).
+REWRITTEN_COLUMNS = (
+    "metadata_kind",
+    "session_id",
+    "signer",
+    "health_id",
+    "provider",
+    "execution_status",
+    "dry_run",
+    "decision_count",
+    "blocked_count",
+    "approval_required_count",
+)
+
+
+def _rewrite_row(sequence: int, payload: dict, previous_hash: str) -> str:
+    """Rewrite a row as a thorough attacker would: its payload, its stored text and the columns
+    copied from it changed together, and its own hashes recomputed. Returns its chain hash."""
+    text = canonical_json(payload)
+    payload_sha = sha256_hex(text)
+    row_chain = chain_hash(previous_hash, payload_sha)
+    cast = "::jsonb" if using_postgres() else ""
+    columns = ", ".join(f"{name} = %s" for name in REWRITTEN_COLUMNS)
+    _tamper(  # the interpolated names are the constant column names above
+        f"UPDATE closure_evidence SET payload = %s{cast}, payload_text = %s, {columns}, "  # noqa: S608
+        "payload_sha256 = %s, chain_hash = %s WHERE sequence = %s",
+        [
+            json.dumps(payload),
+            text.decode(),
+            *(payload[name] for name in REWRITTEN_COLUMNS),
+            payload_sha,
+            row_chain,
+            sequence,
+        ],
+    )
+    return row_chain
 
 
 class EvidenceStoreDown(Exception):
@@ -267,12 +299,7 @@ def test_evidence_verify_names_the_first_row_whose_payload_was_altered():
 def test_evidence_verify_names_the_row_after_a_rehashed_alteration():
     # given a second row altered by someone who also recomputed its own hashes
     rows = _append_rows(3)
-    altered = {**rows[1].payload, "decision_count": 99}
-    payload_sha = sha256_hex(canonical_json(altered))
-    _tamper(
-        SET_PAYLOAD_AND_HASHES,
-        [json.dumps(altered), payload_sha, chain_hash(rows[0].chain_hash, payload_sha), 2],
-    )
+    _rewrite_row(2, {**rows[1].payload, "decision_count": 99}, rows[0].chain_hash)
 
     # when the chain is verified
     result = evidence_verify()

@@ -31,7 +31,7 @@ from tests.factories import (
     make_evidence,
     make_execution,
 )
-from tests.test_evidence import DELETE_ROW, SET_PAYLOAD, SET_PAYLOAD_AND_HASHES, _tamper
+from tests.test_evidence import DELETE_ROW, SET_PAYLOAD, _rewrite_row, _tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -383,10 +383,7 @@ def test_readiness_detects_a_checkpoint_head_row_rewritten_consistently(evidence
     evidence_checkpoint_create()
     _rows(1, start=3)
     rows = list(Evidence.objects.order_by("sequence"))
-    altered = {**rows[2].payload, "signer": "mallory"}
-    payload_sha = sha256_hex(canonical_json(altered))
-    third = chain_hash(rows[1].chain_hash, payload_sha)
-    _tamper(SET_PAYLOAD_AND_HASHES, [json.dumps(altered), payload_sha, third, 3])
+    third = _rewrite_row(3, {**rows[2].payload, "signer": "mallory"}, rows[1].chain_hash)
     fourth = chain_hash(third, rows[3].payload_sha256)
     _tamper(
         "UPDATE closure_evidence SET previous_hash = %s, chain_hash = %s WHERE sequence = %s",

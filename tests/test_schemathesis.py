@@ -30,13 +30,13 @@ POSITIVE_REFUSALS = {400, 404, 409, 429}
 # Refusals of schema-valid input that depend on the stored state.
 STATE_DEPENDENT_CODES = {"unknown_provider", "risk_notes_missing"}
 # Fields whose validity depends on another field or on the ledger, or on a rule over a whole
-# JSON value (the size and the NUL-free text of `details`; a time such as
-# 0001-01-01T00:00:00+02:00, which lies before year 1 in UTC), which OpenAPI 3.0 cannot say: a
+# JSON value (the size and the NUL-free text of `details`; a time outside 2000 … 2100 or more
+# than a day ahead, which a `date-time` format cannot bound), which OpenAPI 3.0 cannot say: a
 # validation error of a schema-valid request may name only these.
 CROSS_FIELD_PATHS = re.compile(
     r"^(dry_run|retry_policy|retry_policy\.(max_delay_minutes|retry_delay_minutes)"
     r"|events\.\d+\.(status|details|occurred_at)"
-    r"|created_before|sequence_to|through_sequence)$"
+    r"|created_after|created_before|sequence_to|through_sequence)$"
 )
 
 schema = schemathesis.openapi.from_path(SCHEMA_PATH)

@@ -23,6 +23,7 @@ from closure.choices import MetadataKind
 from closure.roles import AUDITORS, OPERATORS, PLATFORM_OWNERS
 from closure.selectors import closure_dashboard
 from closure.services.evidence import evidence_checkpoint_create
+from closure.services.tokens import api_token_create
 from tests.conftest import client_for
 from tests.factories import (
     make_acknowledgement,
@@ -75,6 +76,7 @@ ADMIN_REFUSED = (SIGN_IN, 403, 403, 403)  # add, delete: nobody, superusers incl
 ADMIN_POST_ONLY = (SIGN_IN, 405, 405, 405)  # the export: POST only
 ADMIN_REDIRECT = (SIGN_IN, 302, 302, 302)  # admin/<model>/<pk>/ → …/<pk>/change/
 AUTH_ADMIN = (SIGN_IN, 403, 403, 403)  # users and groups: superusers only
+PLATFORM_OWNERS_ONLY = (SIGN_IN, 403, 403, 200)
 API_READ = (401, 200, 200, 200)
 API_AUDITOR_POST_ONLY = (401, 405, 403, 403)  # the auditors' exports: refused to others first
 API_OPERATOR_POST_ONLY = (401, 403, 405, 403)  # GET of an operators' action: refused first
@@ -146,6 +148,9 @@ EXPECTED: dict[str, tuple[int, int, int, int]] = {
     "console/evidence/": READ_ALL,
     "console/evidence/verify/": READ_ALL,
     "console/evidence/<int:sequence>/": READ_ALL,
+    # a signed-in user's own API tokens; revoking one is a POST
+    "console/api-tokens/": READ_ALL,
+    "console/api-tokens/<int:token_pk>/revoke/": (SIGN_IN, 405, 405, 405),
     # -- the admin
     "admin/": (SIGN_IN, 200, 200, 200),
     "admin/login/": (200, 302, 302, 302),
@@ -200,6 +205,13 @@ EXPECTED: dict[str, tuple[int, int, int, int]] = {
     # connectors: everyone views; only platform owners may add (and change, see test_admin)
     **_admin_model("connector", export=False),
     "admin/closure/connector/add/": (SIGN_IN, 403, 403, 200),
+    # every user's API tokens: platform owners only (manage_api_tokens); never edited or deleted
+    "admin/closure/apitoken/": PLATFORM_OWNERS_ONLY,
+    "admin/closure/apitoken/add/": PLATFORM_OWNERS_ONLY,
+    "admin/closure/apitoken/<path:object_id>/history/": PLATFORM_OWNERS_ONLY,
+    "admin/closure/apitoken/<path:object_id>/delete/": ADMIN_REFUSED,
+    "admin/closure/apitoken/<path:object_id>/change/": PLATFORM_OWNERS_ONLY,
+    "admin/closure/apitoken/<path:object_id>/": ADMIN_REDIRECT,
     # -- DRF's browsable-API sign-in
     "api-auth/login/": (200, 200, 200, 200),
     "api-auth/logout/": (SIGN_IN, 405, 405, 405),
@@ -260,6 +272,7 @@ def walk_records(operator, report, failed_delivery, offline_webhook, evidence_ke
         decision="accept_open_risks",
         **dict.fromkeys(closure_dashboard()["open_items"], "accepted for the walk"),
     )
+    token = api_token_create(actor=operator, user=operator, name="walk").token
     evidence_checkpoint_create()
     _sign_in_records()
     return {
@@ -274,6 +287,7 @@ def walk_records(operator, report, failed_delivery, offline_webhook, evidence_ke
         "execution_id": failed_delivery.executions.get().execution_id,
         "sequence": evidence.sequence,
         "review_id": review.review_id,
+        "token_pk": token.pk,
         "format": "json",
         "app_label": "closure",
         "url": "no-such-page/",

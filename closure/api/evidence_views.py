@@ -19,6 +19,7 @@ from closure.api.fields import (
     StrictIntegerField,
     StrictSerializer,
 )
+from closure.api.idempotency import REPLAYED_HEADER, IdempotencyKeyMixin
 from closure.api.permissions import requires
 from closure.api.renderers import ZipRenderer
 from closure.api.views import ApiLoginMixin
@@ -26,12 +27,6 @@ from closure.choices import MetadataKind
 from closure.evidence_export import ExportFilter, ExportPlan, export_zip_chunks
 from closure.models import EvidenceCheckpoint
 from closure.services.evidence import checkpoint_serialize, evidence_export_start
-from closure.services.idempotency import (
-    StoredResponse,
-    idempotency_begin,
-    idempotency_complete,
-    request_fingerprint,
-)
 from closure.signing import public_key_info
 
 
@@ -75,7 +70,7 @@ def zip_response(plan: ExportPlan) -> StreamingHttpResponse:
     return response
 
 
-class EvidenceExportView(ApiLoginMixin, APIView):
+class EvidenceExportView(IdempotencyKeyMixin, ApiLoginMixin, APIView):
     """Records the export as evidence, then streams the bundle as a ZIP.
 
     An `Idempotency-Key` replay streams the same bundle again (the export is deterministic) and
@@ -86,18 +81,11 @@ class EvidenceExportView(ApiLoginMixin, APIView):
     renderer_classes = [JSONRenderer, ZipRenderer]
 
     def post(self, request):
-        key = request.headers.get("Idempotency-Key")
-        record = None
-        if key is not None:
-            fingerprint = request_fingerprint(
-                method=request.method, path=request.path, body=request.data
-            )
-            begun = idempotency_begin(user=request.user, key=key, fingerprint=fingerprint)
-            if isinstance(begun, StoredResponse):
-                response = zip_response(ExportPlan.from_dict(begun.body["plan"]))
-                response["Idempotent-Replayed"] = "true"
-                return response
-            record = begun
+        stored = self.idempotency_reserve(request)
+        if stored is not None:
+            response = zip_response(ExportPlan.from_dict(stored.body["plan"]))
+            response[REPLAYED_HEADER] = "true"
+            return response
         serializer = EvidenceExportInputSerializer(data=request.data)
         try:
             serializer.is_valid(raise_exception=True)
@@ -111,16 +99,11 @@ class EvidenceExportView(ApiLoginMixin, APIView):
                 through_sequence=through,
             )
         except Exception:
-            if record is not None:  # a refused export leaves the key free for a corrected one
-                record.delete()
+            self.idempotency_release()  # a refused export leaves the key free for a corrected one
             raise
-        if record is not None:
-            idempotency_complete(
-                record=record,
-                status=200,
-                body={"plan": plan.as_dict()},
-                content_type="application/zip",
-            )
+        self.idempotency_store(
+            status=200, body={"plan": plan.as_dict()}, content_type="application/zip"
+        )
         return zip_response(plan)
 
 

@@ -1,8 +1,14 @@
 """Strict input fields: JSON types are checked, never coerced ("3" is not an integer)."""
 
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
+from django.utils import timezone
 from rest_framework import serializers
+
+# Every time a client sends lies in this window: older or later times are typing errors or
+# probes, and at the edges of Python's range (years 1 and 9999) date arithmetic overflows.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -38,9 +44,25 @@ class StrictCharField(serializers.CharField):
 
 
 class AwareDateTimeField(serializers.DateTimeField):
-    """An ISO 8601 timestamp that must carry its zone; stored in UTC."""
+    """An ISO 8601 timestamp that must carry its zone; stored in UTC.
 
-    default_error_messages = {"naive": "Give a time zone (Z or +hh:mm)."}
+    It lies from `EARLIEST_TIME` up to, not including, `LATEST_TIME`; with `max_days_ahead`,
+    also no later than that many days after the server's clock (a fact cannot come from the
+    future, beyond clock skew).
+    """
+
+    default_error_messages = {
+        "naive": "Give a time zone (Z or +hh:mm).",
+        "out_of_range": (
+            f"Must be from {EARLIEST_TIME:%Y-%m-%dT%H:%M:%SZ} up to, not including, "
+            f"{LATEST_TIME:%Y-%m-%dT%H:%M:%SZ}."
+        ),
+        "future": "Must not be more than {ahead} after the current time.",
+    }
+
+    def __init__(self, *, max_days_ahead: int | None = None, **kwargs):
+        self.max_days_ahead = max_days_ahead
+        super().__init__(**kwargs)
 
     def to_internal_value(self, value):
         if not isinstance(value, str):
@@ -48,7 +70,15 @@ class AwareDateTimeField(serializers.DateTimeField):
         parsed = super().to_internal_value(value)
         if not _has_zone(value):
             self.fail("naive")
-        return parsed.astimezone(UTC)
+        moment = parsed.astimezone(UTC)
+        if not EARLIEST_TIME <= moment < LATEST_TIME:
+            self.fail("out_of_range")
+        if self.max_days_ahead is not None and moment > timezone.now() + timedelta(
+            days=self.max_days_ahead
+        ):
+            days = self.max_days_ahead
+            self.fail("future", ahead=f"{days} day" if days == 1 else f"{days} days")
+        return moment
 
 
 def _has_zone(raw: str) -> bool:

@@ -1,4 +1,4 @@
-"""Query filters that refuse malformed values instead of ignoring them.
+"""Query filters that refuse malformed values and unknown parameters instead of ignoring them.
 
 django-filter skips a filter whose value is empty or that its form field cannot read in some
 lenient way ("yes" for a boolean, a date without a time). For an auditor, a typo that silently
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import django_filters as filters
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
+from rest_framework.settings import api_settings
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 _INTEGER = re.compile(r"^-?\d{1,18}$")
@@ -49,10 +50,33 @@ def in_utc(raw: str) -> str:
         return datetime.max.replace(tzinfo=UTC).isoformat()
 
 
+class UnknownQueryParameter(ValidationError):
+    """A query parameter the endpoint does not read: a misspelt filter (`?stauts=failed`) would
+    otherwise be ignored and answer every row."""
+
+
+def refuse_unknown_query_parameters(request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        message = f"Unknown query parameter. Allowed: {', '.join(sorted(allowed))}."
+        raise UnknownQueryParameter({name: [message] for name in unknown})
+
+
+def allowed_query_parameters(view, filterset_class) -> set[str]:
+    """The filters, the paginator's parameters and `format`."""
+    allowed = {*filterset_class.base_filters, api_settings.URL_FORMAT_OVERRIDE}
+    paginator = getattr(view, "paginator", None)
+    for attribute in ("page_query_param", "page_size_query_param"):
+        if getattr(paginator, attribute, None):
+            allowed.add(getattr(paginator, attribute))
+    return allowed
+
+
 class StrictFilterBackend(DjangoFilterBackend):
     def get_filterset_kwargs(self, request, queryset, view):
         kwargs = super().get_filterset_kwargs(request, queryset, view)
         filterset_class = self.get_filterset_class(view, queryset)
+        refuse_unknown_query_parameters(request, allowed_query_parameters(view, filterset_class))
         errors = {}
         data = kwargs["data"].copy()
         for name, filter_ in filterset_class.base_filters.items():

@@ -106,6 +106,7 @@ class ClosureReviewView(ActionView, generics.ListAPIView):
 
 
 class ClosureReviewDetailView(ActionView):
+    query_parameters = ()
     permission_classes = [requires("closure.view_closurereview")]
 
     def get(self, request, review_id: str):
@@ -125,6 +126,8 @@ class ClosureReviewDetailView(ActionView):
 class ReleaseReadinessView(ActionView):
     """No side effects: reads the dashboard, the latest review and the evidence chain (from the
     latest signed checkpoint on; `?full=true` verifies the whole chain)."""
+
+    query_parameters = ("full",)
 
     permission_classes = [
         requires("closure.view_healthreport", "closure.view_alertdelivery", "closure.view_evidence")

@@ -2,19 +2,27 @@
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from closure.api.filtering import UnknownQueryParameter
+from closure.api.parsers import DuplicateKey, InvalidUnicode, TooDeeplyNested
 from closure.services.errors import ServiceError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://cavra.invalid/problems/"
 
+# Subclasses before their base: the first class that matches gives the code.
 _CODES = {
+    TooDeeplyNested: ("too_deeply_nested", "Request body nested too deeply"),
+    InvalidUnicode: ("invalid_unicode", "Request body is not valid Unicode"),
+    DuplicateKey: ("duplicate_key", "Request body repeats a key"),
     exceptions.ParseError: ("malformed_request", "Malformed request body"),
+    UnknownQueryParameter: ("unknown_query_parameter", "Unknown query parameter"),
     exceptions.ValidationError: ("validation_error", "Invalid input"),
     exceptions.NotAuthenticated: ("not_authenticated", "Authentication required"),
     exceptions.AuthenticationFailed: ("authentication_failed", "Authentication failed"),
@@ -50,6 +58,13 @@ def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+def _without_nul(text: str) -> str:
+    # A message may echo the client's input ('"\x00" is not a valid choice.'). PostgreSQL
+    # cannot store a NUL (the response kept for an Idempotency-Key replay), and a log or a
+    # terminal would hide it: it is written out as the six characters \u0000.
+    return text.replace("\x00", "\\u0000")
+
+
 def problem_response(
     *,
     status_code: int,
@@ -63,11 +78,14 @@ def problem_response(
         "type": PROBLEM_TYPE_BASE + code.replace("_", "-"),
         "title": title,
         "status": status_code,
-        "detail": detail,
+        "detail": _without_nul(detail),
         "code": code,
     }
     if errors:
-        body["errors"] = errors
+        body["errors"] = {
+            _without_nul(path): [_without_nul(str(message)) for message in messages]
+            for path, messages in errors.items()
+        }
     return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
@@ -80,6 +98,14 @@ def problem_exception_handler(exc, context):
             title="Service unavailable",
             detail="The database is unavailable. Nothing was changed; retry later.",
             headers={"Retry-After": str(settings.CAVRA_DB_UNAVAILABLE_RETRY_AFTER)},
+        )
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return problem_response(
+            status_code=413,
+            code="request_too_large",
+            title="Request body too large",
+            detail=f"The request body is larger than {limit} bytes, the most this server reads.",
         )
     if isinstance(exc, ServiceError):
         return problem_response(

@@ -3,6 +3,8 @@
 Errors reach a client that asked for one of these as problem JSON all the same.
 """
 
+from django.http import Http404
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from closure.readiness import runbook_markdown
@@ -35,3 +37,13 @@ class ZipRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return JSONRenderer().render(data, accepted_media_type, renderer_context)
+
+
+class StrictContentNegotiation(DefaultContentNegotiation):
+    """`?format=` names a renderer or is absent: an empty one is a 404 like an unknown one
+    (DRF's answer), not silently the default, as every other query parameter is strict."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        if request.query_params.get(self.settings.URL_FORMAT_OVERRIDE) == "":
+            raise Http404
+        return super().select_renderer(request, renderers, format_suffix)

@@ -31,6 +31,7 @@ _WRITE_ERRORS = {
     400: "Invalid input",
     404: "Not found",
     409: "Conflict with the current state",
+    413: "Body larger than the server reads (the limit is in the detail)",
     415: "Body is not JSON",
     422: "Idempotency-Key reused with another body",
 }
@@ -236,6 +237,26 @@ VERIFY_RESPONSE = envelope(
     problem=serializers.CharField(allow_null=True),
     checkpoint=_object(allow_null=True),
     external_checkpoints=serializers.ListField(child=_object(), required=False),
+    records=inline_serializer(
+        name="RecordsVerification",
+        required=False,
+        fields={
+            "ok": serializers.BooleanField(),
+            "checked": serializers.DictField(child=serializers.IntegerField()),
+            "mismatch_count": serializers.IntegerField(),
+            "mismatches": serializers.ListField(
+                child=inline_serializer(
+                    name="RecordMismatch",
+                    fields={
+                        "model": serializers.CharField(),
+                        "public_id": serializers.CharField(),
+                        "fields": serializers.ListField(child=serializers.CharField()),
+                        "sequence": serializers.IntegerField(allow_null=True),
+                    },
+                )
+            ),
+        },
+    ),
 )
 
 

@@ -58,7 +58,7 @@ class DeliveryEventInputSerializer(StrictSerializer):
     event_id = StrictCharField(max_length=80)
     kind = serializers.ChoiceField(choices=EventKind.choices)
     status = serializers.ChoiceField(choices=EventStatus.choices)
-    occurred_at = AwareDateTimeField()
+    occurred_at = AwareDateTimeField(max_days_ahead=1)
     provider = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
     run_id = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
     executive_report_id = StrictCharField(
@@ -344,7 +344,7 @@ class RetryDecisionSerializer(serializers.ModelSerializer):
     health_id = serializers.CharField(source="delivery.alert.health.health_id", read_only=True)
     provider = serializers.CharField(source="delivery.provider", read_only=True)
     latest_execution_id = serializers.CharField(
-        source="latest_execution.execution_id", read_only=True, default=None
+        source="latest_execution.execution_id", read_only=True, default=None, allow_null=True
     )
 
     class Meta:
@@ -394,7 +394,7 @@ class RetryPlanSerializer(serializers.ModelSerializer):
 class WorkerRunSerializer(serializers.ModelSerializer):
     started_by = UsernameField(read_only=True)
     retry_plan_id = serializers.CharField(
-        source="retry_plan.retry_plan_id", read_only=True, default=None
+        source="retry_plan.retry_plan_id", read_only=True, default=None, allow_null=True
     )
 
     class Meta:
@@ -416,9 +416,11 @@ class WorkerRunSerializer(serializers.ModelSerializer):
 
 class ExecutionRecordSerializer(serializers.ModelSerializer):
     executed_by = UsernameField(read_only=True)
-    worker_run_id = serializers.CharField(source="worker_run.run_id", read_only=True, default=None)
+    worker_run_id = serializers.CharField(
+        source="worker_run.run_id", read_only=True, default=None, allow_null=True
+    )
     retry_plan_id = serializers.CharField(
-        source="decision.plan.retry_plan_id", read_only=True, default=None
+        source="decision.plan.retry_plan_id", read_only=True, default=None, allow_null=True
     )
     health_id = serializers.CharField(source="delivery.alert.health.health_id", read_only=True)
     alert_id = serializers.CharField(source="delivery.alert.alert_id", read_only=True)

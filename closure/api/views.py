@@ -15,10 +15,12 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from closure.api import schema as api_schema
 from closure.api import serializers as s
+from closure.api.filtering import refuse_unknown_query_parameters
 from closure.api.filtersets import (
     AcknowledgementFilterSet,
     AlertDeliveryFilterSet,
@@ -31,9 +33,11 @@ from closure.api.filtersets import (
     RetryPlanFilterSet,
     WorkerRunFilterSet,
 )
+from closure.api.idempotency import REPLAYED_HEADER, IdempotencyKeyMixin
 from closure.api.permissions import requires
 from closure.choices import MetadataKind
 from closure.evidence import evidence_envelope, evidence_verify
+from closure.evidence_records import evidence_records_verify, verification_body
 from closure.models import (
     Acknowledgement,
     AlertDelivery,
@@ -64,12 +68,6 @@ from closure.services.health import (
     health_report_build,
     health_report_serialize,
 )
-from closure.services.idempotency import (
-    StoredResponse,
-    idempotency_begin,
-    idempotency_complete,
-    request_fingerprint,
-)
 from closure.services.retries import RetryPolicy, retry_plan_create
 from closure.worker import WorkerOptions, worker_run_execute, worker_run_serialize
 
@@ -85,41 +83,43 @@ class IdempotentReplay(Exception):
         self.response = response
 
 
-class ActionView(ApiLoginMixin, APIView):
+class ActionView(IdempotencyKeyMixin, ApiLoginMixin, APIView):
     """An action endpoint: one input serializer, one service.
 
     POSTs honour an `Idempotency-Key` header: a replay returns the stored response with
     `Idempotent-Replayed: true` and runs nothing.
     """
 
-    idempotency_record = None
+    # The query parameters a GET of this view reads, besides `format`; any other is a 400.
+    # None leaves the check to the filter backend (the views that are lists).
+    query_parameters: tuple[str, ...] | None = None
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        key = request.headers.get("Idempotency-Key")
-        if request.method != "POST" or key is None:
-            return
-        fingerprint = request_fingerprint(
-            method=request.method, path=request.path, body=request.data
-        )
-        begun = idempotency_begin(user=request.user, key=key, fingerprint=fingerprint)
-        if isinstance(begun, StoredResponse):
-            response = Response(begun.body, status=begun.status, content_type=begun.content_type)
-            response["Idempotent-Replayed"] = "true"
+        if request.method in ("GET", "HEAD") and self.query_parameters is not None:
+            refuse_unknown_query_parameters(
+                request, {*self.query_parameters, api_settings.URL_FORMAT_OVERRIDE}
+            )
+        stored = self.idempotency_reserve(request)
+        if stored is not None:
+            response = Response(stored.body, status=stored.status, content_type=stored.content_type)
+            response[REPLAYED_HEADER] = "true"
             raise IdempotentReplay(response)
-        self.idempotency_record = begun
 
     def handle_exception(self, exc):
         if isinstance(exc, IdempotentReplay):
             return exc.response
-        return super().handle_exception(exc)
+        try:
+            return super().handle_exception(exc)
+        except Exception:
+            # An unhandled error never reaches finalize_response: free the key, as a 5xx does.
+            self.idempotency_release()
+            raise
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         if self.idempotency_record is not None:
-            record, self.idempotency_record = self.idempotency_record, None
-            idempotency_complete(
-                record=record,
+            self.idempotency_store(
                 status=response.status_code,
                 body=json.loads(JSONRenderer().render(response.data)),
                 content_type=response.content_type or "application/json",
@@ -185,6 +185,8 @@ class DeliveryEventIngestView(ActionView):
     ),
 )
 class HealthView(ActionView):
+    query_parameters = ("preview",)
+
     def get_permissions(self):
         if self.request.method == "POST":
             return [requires("closure.add_healthreport")()]
@@ -363,6 +365,7 @@ class DeliveryRetryView(ActionView):
 
 @extend_schema_view(get=extend_schema(responses={200: api_schema.ALERT_DASHBOARD_RESPONSE}))
 class AlertDashboardView(ActionView):
+    query_parameters = ()
     permission_classes = [requires("closure.view_healthalert", "closure.view_alertdelivery")]
 
     def get(self, request):
@@ -443,6 +446,7 @@ class RetryWorkerRunView(ActionView):
 
 @extend_schema_view(get=extend_schema(responses={200: api_schema.CLOSURE_DASHBOARD_RESPONSE}))
 class ClosureDashboardView(ActionView):
+    query_parameters = ()
     permission_classes = [requires("closure.view_healthreport", "closure.view_alertdelivery")]
 
     def get(self, request):
@@ -555,8 +559,21 @@ class EvidenceViewSet(ResourceViewSet):
     filterset_class = EvidenceFilterSet
     lookup_field = "sequence"
 
-    @extend_schema(responses={200: api_schema.VERIFY_RESPONSE})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "records",
+                OpenApiTypes.BOOL,
+                description="Also check every evidence-bearing record against its latest "
+                "evidence row (the answer gains `records`; `ok` then covers both)",
+            )
+        ],
+        responses={200: api_schema.VERIFY_RESPONSE},
+    )
     @action(detail=False, methods=["get"], filterset_class=None, pagination_class=None)
     def verify(self, request, format=None):
-        """Recompute the chain (streaming) and check the latest signed checkpoint."""
-        return Response(evidence_verify().as_dict())
+        """Recompute the chain (streaming) and check the latest signed checkpoint; with
+        `?records=true`, also check the records against the ledger."""
+        refuse_unknown_query_parameters(request, {"records", api_settings.URL_FORMAT_OVERRIDE})
+        records = evidence_records_verify() if query_bool(request, "records") else None
+        return Response(verification_body(evidence_verify().as_dict(), records))

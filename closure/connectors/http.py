@@ -8,6 +8,7 @@ Only a hash and a short redacted excerpt of a response body are ever kept.
 import hashlib
 import http.client
 import ipaddress
+import math
 import re
 import socket
 import ssl
@@ -230,7 +231,9 @@ def parse_retry_after(value: str | None) -> int | None:
             return None
         if when is None or when.tzinfo is None:
             return None
-        seconds = max(0, int((when - timezone.now()).total_seconds()))
+        # Rounded up: a retry scheduled a fraction of a second early would arrive before the
+        # instant the receiver allowed.
+        seconds = max(0, math.ceil((when - timezone.now()).total_seconds()))
     return min(seconds, settings.CAVRA_RETRY_AFTER_MAX_SECONDS)
 
 

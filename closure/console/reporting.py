@@ -13,7 +13,8 @@ from closure.api.final_reporting import ClosureReviewFilterSet
 from closure.chain import GENESIS_HASH, canonical_json, chain_hash, sha256_hex
 from closure.console.forms import ClosureReviewForm, HealthBuildForm
 from closure.console.views import INVALID, console_view, filtered_page, service_call
-from closure.evidence import evidence_verify
+from closure.evidence import evidence_verify, stored_payload_bytes, stored_row_problem
+from closure.evidence_records import evidence_records_verify
 from closure.models import AlertDelivery, ClosureReview, Evidence
 from closure.public_ids import public_id_kind
 from closure.selectors import closure_dashboard
@@ -219,7 +220,8 @@ def review_detail(request, review_id: str):
 
 @dataclass(frozen=True)
 class RowIntegrity:
-    payload_ok: bool  # sha256(canonical payload) is the stored payload_sha256
+    # the stored bytes hash to payload_sha256; the jsonb copy and copied columns agree
+    payload_ok: bool
     chain_ok: bool  # chain_hash = sha256(previous_hash + payload_sha256)
     link_ok: bool | None  # previous_hash is the chain_hash of the row before (when on the page)
 
@@ -238,7 +240,7 @@ def row_integrity(rows: list[Evidence]) -> list[tuple[Evidence, RowIntegrity]]:
             (
                 row,
                 RowIntegrity(
-                    payload_ok=sha256_hex(canonical_json(row.payload)) == row.payload_sha256,
+                    payload_ok=not stored_row_problem(row),
                     chain_ok=chain_hash(row.previous_hash, row.payload_sha256) == row.chain_hash,
                     link_ok=(before.chain_hash == row.previous_hash) if before else None,
                 ),
@@ -278,7 +280,7 @@ def evidence_detail(request, sequence: int):
             "row": row,
             "integrity": integrity,
             "subject_url": console_url(row.session_id),
-            "payload_json": canonical_json(row.payload).decode(),
+            "payload_json": stored_payload_bytes(row).decode(),
             "nav": "evidence",
         },
     )
@@ -286,9 +288,22 @@ def evidence_detail(request, sequence: int):
 
 @console_view(get="closure.view_evidence")
 def evidence_verify_view(request):
-    """Recompute the whole chain (streaming, reads only) and show the result."""
+    """Recompute the whole chain (streaming, reads only) and show the result; with
+    `?records=1`, also check every evidence-bearing record against its latest evidence row."""
+    records = evidence_records_verify() if request.GET.get("records") == "1" else None
+    # A retry decision ("<plan>/<delivery>") is shown on its plan's page.
+    mismatches = (
+        [(m, console_url(m.public_id.partition("/")[0])) for m in records.mismatches]
+        if records
+        else []
+    )
     return render(
         request,
         "closure/console/evidence_verify.html",
-        {"verification": evidence_verify().as_dict(), "nav": "evidence"},
+        {
+            "verification": evidence_verify().as_dict(),
+            "records": records,
+            "mismatches": mismatches,
+            "nav": "evidence",
+        },
     )

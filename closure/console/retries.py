@@ -96,9 +96,13 @@ def plan_detail(request, retry_plan_id: str):
 def _run_summary(run: WorkerRun) -> str:
     summary = run.summary
     if run.dry_run:
+        held = summary.get("held_retry_count", 0)
+        skipped = summary.get("skipped_count", 0)
         return (
-            f"Dry run: {plural(summary.get('selected_retry_count', 0), 'alert')} would be sent; "
-            f"0 sent, 0 failed, 0 skipped. Nothing was changed."
+            f"Dry run: {plural(summary.get('selected_retry_count', 0), 'alert')} would be sent"
+            + (f", {skipped} would be skipped" if skipped else "")
+            + (f", {held} would wait (connector circuit open or attempt in flight)" if held else "")
+            + "; 0 sent, 0 failed, 0 skipped. Nothing was changed."
         )
     accepted = summary.get("accepted_count", 0)
     return (

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from closure.console import alerts, readiness, reporting, retries, views
+from closure.console import alerts, readiness, reporting, retries, tokens, views
 
 app_name = "console"
 
@@ -34,4 +34,10 @@ urlpatterns = [
     path("evidence/", reporting.evidence_list, name="evidence-list"),
     path("evidence/verify/", reporting.evidence_verify_view, name="evidence-verify"),
     path("evidence/<int:sequence>/", reporting.evidence_detail, name="evidence-detail"),
+    path("api-tokens/", tokens.api_token_list, name="api-token-list"),
+    path(
+        "api-tokens/<int:token_pk>/revoke/",
+        tokens.api_token_revoke_view,
+        name="api-token-revoke",
+    ),
 ]

@@ -65,8 +65,9 @@ class AppendOnlyModel(models.Model):
 class Evidence(AppendOnlyModel):
     """One evidence-worthy change, chained to the one before it.
 
-    `payload` is the public-safe envelope; `payload_sha256` hashes its canonical JSON and
-    `chain_hash = sha256(previous_hash + payload_sha256)`.
+    `payload_text` is the public-safe envelope as canonical JSON, exactly the bytes
+    `payload_sha256` hashes; `chain_hash = sha256(previous_hash + payload_sha256)`. `payload`
+    and the flattened columns are copies of it for queries, checked against it by verification.
     """
 
     sequence = models.PositiveBigIntegerField(unique=True, editable=False)
@@ -84,7 +85,12 @@ class Evidence(AppendOnlyModel):
     decision_count = models.PositiveIntegerField(default=0)
     blocked_count = models.PositiveIntegerField(default=0)
     approval_required_count = models.PositiveIntegerField(default=0)
+    # The query copy: jsonb on PostgreSQL, which normalises numbers (-0.0, 1e16), so it is never
+    # what gets hashed.
     payload = models.JSONField()
+    # NULL only on rows written before the text was stored (migration 0013), which are verified
+    # from the canonical JSON of `payload`; "" would be a payload, so NULL is not the empty text.
+    payload_text = models.TextField(null=True, editable=False)  # noqa: DJ001
     payload_sha256 = models.CharField(max_length=64)
     previous_hash = models.CharField(max_length=64)
     chain_hash = models.CharField(max_length=64, unique=True)

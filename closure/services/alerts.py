@@ -18,7 +18,7 @@ from closure.choices import (
     MetadataKind,
     SuppressionReason,
 )
-from closure.evidence import EvidenceFilters, evidence_append, isoformat
+from closure.evidence import EvidenceFilters, evidence_append, isoformat, sha256_hex
 from closure.models import (
     Acknowledgement,
     AlertDelivery,
@@ -283,6 +283,8 @@ def acknowledgement_create(
                 "acknowledgement_state": state,
                 "external_ref": external_ref,
                 "notes_present": bool(notes),
+                # The notes stay out of the ledger; their hash lets a records check see an edit.
+                "notes_sha256": sha256_hex(notes),
                 "suppressed_delivery_ids": suppressed_ids,
             },
             filters=EvidenceFilters(health_id=report.health_id, provider=connector.name),

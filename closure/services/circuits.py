@@ -96,6 +96,18 @@ def _transition(
     )
 
 
+def circuit_would_admit(
+    state: str, *, open_until: datetime | None, probe_in_flight: bool, now: datetime
+) -> bool:
+    """Whether `circuit_admit` would let an attempt through now, without taking anything: the
+    dry run's prediction. A connector without a circuit row is closed."""
+    if state == CircuitState.OPEN:
+        return open_until is not None and now >= open_until
+    if state == CircuitState.HALF_OPEN:
+        return not probe_in_flight
+    return True
+
+
 def circuit_admit(circuit: ConnectorCircuit, *, actor, now: datetime) -> bool:
     """May an attempt go to this connector now? Takes the probe when the circuit half-opens."""
     if circuit.state == CircuitState.CLOSED:

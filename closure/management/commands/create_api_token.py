@@ -1,11 +1,15 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from closure.models import ApiToken
+from closure.services.errors import ServiceError
+from closure.services.tokens import api_token_create
 
 
 class Command(BaseCommand):
-    help = "Issue an API token for a user; the raw token is printed once and stored as a hash."
+    help = (
+        "Issue an API token for a user; the raw token is printed once and stored as a hash. "
+        "The creation is recorded as evidence."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -19,6 +23,10 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {username!r}") from None
         if days is not None and days < 1:
             raise CommandError("--days must be at least 1")
-        token, raw = ApiToken.issue(user=user, name=name, days=days)
-        self.stdout.write(raw)
+        try:
+            issued = api_token_create(actor=None, user=user, name=name, days=days)
+        except ServiceError as exc:
+            raise CommandError(exc.detail) from None
+        self.stdout.write(issued.raw)
+        token = issued.token
         self.stderr.write(f"token {token.token_prefix}… expires {token.expires_at.isoformat()}")
