@@ -159,3 +159,24 @@ def test_verify_endpoint_and_command_name_an_edited_column(auditor):
     assert str(failure.value) == (
         "evidence chain broken at sequence 2: column provider does not match the payload"
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_verification_holds_when_postgresql_plans_its_reads_as_parallel_queries():
+    # given a ledger, and a server that plans every query it can as a parallel one (as it does
+    # on its own once the table is large)
+    _append_rows(5)
+    with connection.cursor() as cursor:
+        cursor.execute("SET force_parallel_mode = on")
+    try:
+        # when the whole chain and the part after a checkpoint are verified
+        full = evidence_verify()
+        readiness_read = evidence_verify(full=False)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET force_parallel_mode")
+
+    # then the jsonb copy check runs, and both pass
+    assert (full.ok, full.count, full.problem) == (True, 5, "")
+    assert (readiness_read.ok, readiness_read.count) == (True, 5)

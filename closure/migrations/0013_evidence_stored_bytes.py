@@ -21,11 +21,12 @@ from django.db import migrations, models
 
 from closure.chain import canonical_json, json_loads, payload_json
 
-# PARALLEL RESTRICTED: its exception handler is a subtransaction, which parallel workers cannot
-# start, so only the leader may run it.
+# PARALLEL UNSAFE: its exception handler is a subtransaction, which no process may start during
+# a parallel operation (the leader of a parallel scan included), so a query that calls it must
+# never be planned as one.
 COPY_AGREES_SQL = """
 CREATE OR REPLACE FUNCTION closure_evidence_copy_agrees(query_copy jsonb, stored text)
-RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL RESTRICTED AS $$
+RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL UNSAFE AS $$
 BEGIN
     RETURN stored IS NULL OR query_copy = stored::jsonb;
 EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
