@@ -65,7 +65,8 @@ def build_rows(count: int) -> float:
     """COPY `count` chained rows into the ledger; returns the seconds it took."""
     from django.db import connection
 
-    from closure.chain import GENESIS_HASH, canonical_json, isoformat, orjson
+    from closure.evidence.canonical import canonical_json, isoformat
+    from closure.evidence.chain import GENESIS_HASH, orjson
 
     def encode(payload: dict) -> bytes:
         # These payloads hold no floats, so orjson's sorted output is their canonical JSON
@@ -223,7 +224,7 @@ def append_after_checkpoint(count: int) -> None:
     from django.db import transaction
 
     from closure.choices import MetadataKind
-    from closure.evidence import evidence_append
+    from closure.evidence.ledger import evidence_append
 
     for number in range(count):
         with transaction.atomic():
@@ -290,7 +291,7 @@ def main() -> None:
     from django.contrib.auth.models import Group
     from django.db import connection
 
-    from closure import chain
+    from closure.evidence import chain
 
     auditor = get_user_model().objects.create_user("bench-auditor")
     auditor.groups.add(Group.objects.get(name="auditors"))

@@ -34,7 +34,7 @@ import json, os, resource, time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cavra.settings")
 import django
 django.setup()
-from closure.evidence_records import evidence_records_verify
+from closure.evidence.records import evidence_records_verify
 started = time.perf_counter()
 result = evidence_records_verify()
 seconds = time.perf_counter() - started
@@ -54,8 +54,8 @@ def build(deliveries: int) -> float:
         ExecutionTrigger,
         MetadataKind,
     )
-    from closure.evidence import EvidenceEntry, EvidenceFilters, evidence_append_many
-    from closure.evidence_records import DeliveryChange, delivery_replay
+    from closure.evidence.ledger import EvidenceEntry, EvidenceFilters, evidence_append_many
+    from closure.evidence.records import DeliveryChange, delivery_replay
     from closure.models import AlertDelivery, ExecutionRecord, HealthAlert, HealthReport
     from closure.services.alerts import alert_payload
     from closure.services.attempts import execution_serialize

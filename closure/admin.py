@@ -107,7 +107,7 @@ class ConnectorForm(forms.ModelForm):
             config_from_inputs,
             inputs_not_for_kind,
         )
-        from closure.connectors.secrets import ConnectorConfigError
+        from closure.keyring import ConnectorConfigError
         from closure.services.connectors import connector_validate
 
         cleaned = super().clean()

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from closure.chain import canonical_json, isoformat
+from closure.evidence.canonical import canonical_json, isoformat
 
 FETCH_ROWS = 2000
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl"}

@@ -46,7 +46,7 @@ def connector_safety(app_configs, **kwargs):
 
 @register()
 def evidence_signing_key(app_configs, **kwargs):
-    from closure.chain import SigningKeyError, private_key_from_b64, public_key_from_b64
+    from closure.evidence.chain import SigningKeyError, private_key_from_b64, public_key_from_b64
 
     problems = []
     if settings.CAVRA_EVIDENCE_SIGNING_KEY:

@@ -20,7 +20,8 @@ from closure.choices import (
     MetadataKind,
     ReviewDecision,
 )
-from closure.evidence import evidence_verify, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import evidence_verify
 from closure.models import ClosureReview, Evidence, ExecutionRecord
 from closure.selectors import A, B, closure_dashboard
 

@@ -30,7 +30,7 @@ from closure.choices import (
     Severity,
     WorkerRunStatus,
 )
-from closure.evidence import isoformat
+from closure.evidence.canonical import isoformat
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

@@ -30,7 +30,8 @@ from closure.choices import (
     WorkerRunStatus,
 )
 from closure.connectors import SendOutcome
-from closure.evidence import EvidenceFilters, evidence_append, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import EvidenceFilters, evidence_append
 from closure.models import (
     AlertDelivery,
     Evidence,

@@ -270,7 +270,7 @@ def evidence_key(settings) -> str:
     """A fresh Ed25519 evidence signing key in the settings; returns its public key."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from closure import chain
+    from closure.evidence import chain
 
     key = Ed25519PrivateKey.generate()
     settings.CAVRA_EVIDENCE_SIGNING_KEY = chain.private_key_to_b64(key)

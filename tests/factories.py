@@ -223,7 +223,7 @@ def make_evidence(*, kind, session_id: str, signer: str, now=None, **filters):
     """Append one evidence row through the ledger (inside its own atomic block)."""
     from django.db import transaction
 
-    from closure.evidence import EvidenceFilters, evidence_append
+    from closure.evidence.ledger import EvidenceFilters, evidence_append
 
     with transaction.atomic():
         return evidence_append(

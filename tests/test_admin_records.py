@@ -11,8 +11,8 @@ from django.contrib import admin
 from django.utils import timezone
 
 from closure.admin_records import ReadOnlyAdmin
-from closure.chain import isoformat
 from closure.choices import MetadataKind
+from closure.evidence.canonical import isoformat
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

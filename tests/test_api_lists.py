@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from closure.choices import MetadataKind
-from closure.connectors.secrets import field_fingerprint
-from closure.evidence import GENESIS_HASH, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.chain import GENESIS_HASH
+from closure.keyring import field_fingerprint
 from closure.models import Connector, Evidence
 from tests.conftest import A, assert_invalid, assert_problem, client_for, closure_counts
 from tests.factories import (

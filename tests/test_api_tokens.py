@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
 from closure.models import ApiToken, Evidence
 from closure.models.accounts import hash_token
 from closure.services.errors import Conflict, InvalidInput, NotFound

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import isoformat
+from closure.evidence.canonical import isoformat
 from closure.models import AlertDelivery, Evidence, HealthReport, WorkerRun
 from tests.conftest import A, B, R
 from tests.factories import make_connector, make_event

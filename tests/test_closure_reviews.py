@@ -4,9 +4,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from closure.chain import canonical_json, sha256_hex
 from closure.choices import MetadataKind
-from closure.evidence import evidence_envelope
+from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.evidence.ledger import evidence_envelope
 from closure.models import ClosureReview, Evidence, EvidenceImmutableError
 from closure.selectors import closure_dashboard
 from closure.services.reviews import closure_review_create

@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from closure.choices import MetadataKind
-from closure.connectors.secrets import field_fingerprint, key_id
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
+from closure.keyring import field_fingerprint, key_id
 from closure.models import Connector, Evidence
 from closure.services.connectors import connector_save
 from closure.services.errors import InvalidInput

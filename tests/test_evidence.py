@@ -9,13 +9,9 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import (
-    canonical_json,
-    chain_hash,
-    evidence_append,
-    evidence_verify,
-    sha256_hex,
-)
+from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.evidence.chain import chain_hash
+from closure.evidence.ledger import evidence_append, evidence_verify
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

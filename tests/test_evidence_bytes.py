@@ -19,11 +19,17 @@ from django.db import DatabaseError, connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from closure import chain
-from closure.chain import CSV_COLUMNS, INTEGRITY_FIELDS, canonical_json
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append, evidence_envelope, evidence_verify, stored_row_problem
-from closure.evidence_export import ExportFilter, export_write_directory, export_write_zip
+from closure.evidence import chain
+from closure.evidence.canonical import canonical_json
+from closure.evidence.chain import CSV_COLUMNS, INTEGRITY_FIELDS
+from closure.evidence.export import ExportFilter, export_write_directory, export_write_zip
+from closure.evidence.ledger import (
+    evidence_append,
+    evidence_envelope,
+    evidence_verify,
+    stored_row_problem,
+)
 from closure.models import Evidence
 from closure.services.evidence import evidence_export_start
 from closure.verify_export import main as verify_main

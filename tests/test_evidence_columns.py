@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_verify
-from closure.evidence_export import ExportFilter
+from closure.evidence.export import ExportFilter
+from closure.evidence.ledger import evidence_verify
 from closure.models import Evidence
 from tests.conftest import client_for
 from tests.test_evidence import SET_PAYLOAD, _append_rows, _tamper

@@ -17,11 +17,12 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 
-from closure import chain, evidence_export
-from closure.chain import canonical_json
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append, evidence_envelope, evidence_verify
-from closure.evidence_export import ExportDigest, ExportFilter, export_data_chunks
+from closure.evidence import chain
+from closure.evidence import export as evidence_export
+from closure.evidence.canonical import canonical_json
+from closure.evidence.export import ExportDigest, ExportFilter, export_data_chunks
+from closure.evidence.ledger import evidence_append, evidence_envelope, evidence_verify
 from closure.models import Evidence
 from closure.services.errors import InvalidInput
 from closure.services.evidence import evidence_export_start

@@ -9,10 +9,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from closure import chain, evidence
-from closure.chain import canonical_json, chain_hash, sha256_hex
 from closure.choices import MetadataKind
-from closure.evidence import CheckpointClaim, evidence_verify
+from closure.evidence import chain
+from closure.evidence import ledger as evidence
+from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.evidence.chain import chain_hash
+from closure.evidence.ledger import CheckpointClaim, evidence_verify
 from closure.models import Evidence, EvidenceCheckpoint, EvidenceImmutableError
 from closure.services.errors import Conflict
 from closure.services.evidence import checkpoint_serialize, evidence_checkpoint_create

@@ -18,7 +18,7 @@ from django.utils import timezone
 from werkzeug import Response
 
 from closure.choices import EventKind, EventStatus, MetadataKind
-from closure.evidence_records import evidence_records_verify
+from closure.evidence.records import evidence_records_verify
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

@@ -8,7 +8,7 @@ from django.utils import timezone
 from werkzeug import Response
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
 from closure.models import AlertDelivery, Evidence, ExecutionRecord, RetryDecision, WorkerRun
 from tests.conftest import A, B, R
 from tests.factories import event_body

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import isoformat
+from closure.evidence.canonical import isoformat
 from closure.models import Evidence, HealthReport
 from tests.conftest import R, client_for
 from tests.factories import make_event

@@ -19,7 +19,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
 from closure.models import ApiToken, Evidence, RetryPlan, WorkerRun
 from closure.roles import OPERATORS
 from tests.conftest import PROBLEM_CONTENT_TYPE, A, B

@@ -24,7 +24,7 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-# The evidence row: PostgreSQL first takes the ledger's advisory lock (closure/evidence.py).
+# The evidence row: PostgreSQL first takes the ledger's advisory lock (closure/evidence/ledger.py).
 EVIDENCE_QUERIES = 3 if using_postgres() else 2
 # PostgreSQL serialises plan writers with an advisory lock (closure/services/retries.py).
 PLANNING_LOCK_QUERIES = 1 if using_postgres() else 0

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from closure.choices import MetadataKind
 from closure.connectors import SendOutcome
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
 from closure.models import AlertDelivery, Evidence, ExecutionRecord, RetryDecision
 from closure.services.attempts import attempts_claim, attempts_record
 from closure.worker import Worker, WorkerOptions

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import isoformat
+from closure.evidence.canonical import isoformat
 from closure.models import (
     AlertDelivery,
     Evidence,

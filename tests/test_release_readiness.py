@@ -7,18 +7,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from closure.chain import (
-    canonical_json,
-    chain_hash,
-    checkpoint_message,
-    isoformat,
-    key_id,
-    public_key_b64,
-    sha256_hex,
-    sign,
-)
 from closure.choices import MetadataKind
-from closure.evidence import evidence_envelope
+from closure.evidence.canonical import canonical_json, isoformat, sha256_hex
+from closure.evidence.chain import chain_hash, checkpoint_message, key_id, public_key_b64, sign
+from closure.evidence.ledger import evidence_envelope
 from closure.models import Evidence, EvidenceCheckpoint
 from closure.ops.lockout import login_lockout_record
 from closure.readiness import release_readiness, runbook_build, runbook_markdown

@@ -18,8 +18,8 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from closure.chain import canonical_json
 from closure.choices import MetadataKind
+from closure.evidence.canonical import canonical_json
 from closure.roles import AUDITORS, OPERATORS, PLATFORM_OWNERS
 from closure.selectors import closure_dashboard
 from closure.services.evidence import evidence_checkpoint_create

@@ -19,7 +19,7 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
 from closure.models import (
     AlertDelivery,
     ExecutionRecord,

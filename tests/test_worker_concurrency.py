@@ -17,7 +17,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append, evidence_verify
+from closure.evidence.ledger import evidence_append, evidence_verify
 from closure.models import (
     AlertDelivery,
     Evidence,

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_verify
+from closure.evidence.ledger import evidence_verify
 from closure.models import (
     AlertDelivery,
     ConnectorCircuit,

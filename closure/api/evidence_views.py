@@ -24,10 +24,10 @@ from closure.api.permissions import requires
 from closure.api.renderers import ZipRenderer
 from closure.api.views import ApiLoginMixin
 from closure.choices import MetadataKind
-from closure.evidence_export import ExportFilter, ExportPlan, export_zip_chunks
+from closure.evidence.export import ExportFilter, ExportPlan, export_zip_chunks
+from closure.evidence.signing import public_key_info
 from closure.models import EvidenceCheckpoint
 from closure.services.evidence import checkpoint_serialize, evidence_export_start
-from closure.signing import public_key_info
 
 
 class EvidenceExportInputSerializer(StrictSerializer):

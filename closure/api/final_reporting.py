@@ -16,7 +16,7 @@ from closure.api.renderers import MarkdownRenderer
 from closure.api.serializers import UsernameField
 from closure.api.views import ActionView, evidence_for, query_bool
 from closure.choices import ClosureState, MetadataKind, ReviewDecision
-from closure.evidence import evidence_envelope
+from closure.evidence.ledger import evidence_envelope
 from closure.models import ClosureReview
 from closure.readiness import release_readiness
 from closure.services.errors import NotFound

@@ -19,7 +19,8 @@ from closure.choices import (
     EventKind,
     EventStatus,
 )
-from closure.evidence import canonical_json, evidence_envelope
+from closure.evidence.canonical import canonical_json
+from closure.evidence.ledger import evidence_envelope
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

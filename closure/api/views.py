@@ -36,8 +36,8 @@ from closure.api.filtersets import (
 from closure.api.idempotency import REPLAYED_HEADER, IdempotencyKeyMixin
 from closure.api.permissions import requires
 from closure.choices import MetadataKind
-from closure.evidence import evidence_envelope, evidence_verify
-from closure.evidence_records import evidence_records_verify, verification_body
+from closure.evidence.ledger import evidence_envelope, evidence_verify
+from closure.evidence.records import evidence_records_verify, verification_body
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

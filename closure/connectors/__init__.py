@@ -11,10 +11,10 @@ from closure.connectors.base import (
 )
 from closure.connectors.email import EmailConnector
 from closure.connectors.pagerduty import PagerDutyConnector
-from closure.connectors.secrets import ConnectorConfigError
 from closure.connectors.slack import SlackConnector
 from closure.connectors.teams import TeamsConnector
 from closure.connectors.webhook import WebhookConnector
+from closure.keyring import ConnectorConfigError
 
 logger = logging.getLogger(__name__)
 

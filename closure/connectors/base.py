@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from closure.connectors.http import HttpResult, body_sha256, redacted_excerpt, secret_fragments
-from closure.evidence import canonical_json, sha256_hex
+from closure.evidence.canonical import canonical_json, sha256_hex
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from closure.choices import ErrorClass
 from closure.connectors.base import AlertMessage, SendOutcome, config_error, request_fingerprint
 from closure.connectors.rendering import AlertView, alert_view
 from closure.connectors.validation import ConfigCheck
-from closure.evidence import canonical_json
+from closure.evidence.canonical import canonical_json
 
 MAILER_ALIAS = "default"
 DEFAULT_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

@@ -17,7 +17,7 @@ from closure.connectors import http
 from closure.connectors.base import AlertMessage, SendOutcome, config_error, request_fingerprint
 from closure.connectors.rendering import AlertView, alert_view
 from closure.connectors.validation import ConfigCheck
-from closure.evidence import canonical_json
+from closure.evidence.canonical import canonical_json
 
 SEVERITIES = {"critical": "critical", "warning": "warning"}
 SUMMARY_LIMIT = 1024  # the Events API refuses longer summaries

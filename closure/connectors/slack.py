@@ -11,7 +11,7 @@ from closure.connectors import http
 from closure.connectors.base import AlertMessage, SendOutcome, config_error, request_fingerprint
 from closure.connectors.rendering import AlertView, alert_view
 from closure.connectors.validation import ConfigCheck
-from closure.evidence import canonical_json
+from closure.evidence.canonical import canonical_json
 
 LEVEL_EMOJI = {"critical": ":red_circle:", "warning": ":large_yellow_circle:"}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters

@@ -22,7 +22,7 @@ from closure.connectors.base import (
     request_fingerprint,
 )
 from closure.connectors.validation import ConfigCheck
-from closure.evidence import canonical_json
+from closure.evidence.canonical import canonical_json
 
 # The newest secret and the one it replaces; more would only widen the window for a leaked key.
 MAX_SIGNING_SECRETS = 2

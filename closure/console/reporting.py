@@ -10,11 +10,12 @@ from django.utils.http import urlencode
 
 from closure.api.filtersets import EvidenceFilterSet
 from closure.api.final_reporting import ClosureReviewFilterSet
-from closure.chain import GENESIS_HASH, canonical_json, chain_hash, sha256_hex
 from closure.console.forms import ClosureReviewForm, HealthBuildForm
 from closure.console.views import INVALID, console_view, filtered_page, service_call
-from closure.evidence import evidence_verify, stored_payload_bytes, stored_row_problem
-from closure.evidence_records import evidence_records_verify
+from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.evidence.chain import GENESIS_HASH, chain_hash
+from closure.evidence.ledger import evidence_verify, stored_payload_bytes, stored_row_problem
+from closure.evidence.records import evidence_records_verify
 from closure.models import AlertDelivery, ClosureReview, Evidence
 from closure.public_ids import public_id_kind
 from closure.selectors import closure_dashboard

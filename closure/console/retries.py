@@ -7,7 +7,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from closure.api.filtersets import ExecutionRecordFilterSet, RetryPlanFilterSet, WorkerRunFilterSet
-from closure.chain import canonical_json, sha256_hex
 from closure.console import charts, selectors
 from closure.console.forms import DryRunForm, ExecuteLiveForm, RetryPlanForm
 from closure.console.views import (
@@ -18,6 +17,7 @@ from closure.console.views import (
     plural,
     service_call,
 )
+from closure.evidence.canonical import canonical_json, sha256_hex
 from closure.models import ExecutionRecord, RetryDecision, RetryPlan, WorkerRun
 from closure.services.retries import RetryPolicy, retry_plan_create
 from closure.worker import Worker, WorkerOptions, worker_run_execute

@@ -19,7 +19,8 @@ from decimal import Decimal
 
 from django.db import migrations, models
 
-from closure.chain import canonical_json, json_loads, payload_json
+from closure.evidence.canonical import canonical_json
+from closure.evidence.chain import json_loads, payload_json
 
 # PARALLEL UNSAFE: its exception handler is a subtransaction, which no process may start during
 # a parallel operation (the leader of a parallel scan included), so a query that calls it must

@@ -48,13 +48,13 @@ class Connector(models.Model):
 
     @property
     def private_config(self) -> dict:
-        from closure.connectors.secrets import decrypt_config
+        from closure.keyring import decrypt_config
 
         return decrypt_config(self.config_ciphertext)
 
     def set_private_config(self, config: dict) -> None:
         """Encrypt `config` into the row and note which keys changed (the caller saves)."""
-        from closure.connectors.secrets import (
+        from closure.keyring import (
             config_field_status,
             config_fingerprint,
             encrypt_config,

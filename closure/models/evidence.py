@@ -136,7 +136,7 @@ class EvidenceCheckpointQuerySet(AppendOnlyQuerySet):
 class EvidenceCheckpoint(AppendOnlyModel):
     """A signed statement of the chain's head: sequence, row count, head hash and time.
 
-    The Ed25519 signature covers `closure.chain.checkpoint_message(...)` of these fields. A
+    The Ed25519 signature covers `closure.evidence.chain.checkpoint_message(...)` of these fields. A
     verifier trusts it only under a configured public key (never the one stored here, which is
     kept for reference), so rewriting the chain and its checkpoints needs the private key.
     """

@@ -19,7 +19,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append
+from closure.evidence.ledger import evidence_append
 from closure.models import Evidence
 
 LOCKOUT_PREFIX = "gordackloginlockout-"

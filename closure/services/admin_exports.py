@@ -8,7 +8,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import evidence_append
 from closure.models.base import PublicId
 from closure.services.common import signer_of
 from closure.services.errors import InvalidInput

@@ -18,7 +18,8 @@ from closure.choices import (
     MetadataKind,
     SuppressionReason,
 )
-from closure.evidence import EvidenceFilters, evidence_append, isoformat, sha256_hex
+from closure.evidence.canonical import isoformat, sha256_hex
+from closure.evidence.ledger import EvidenceFilters, evidence_append
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

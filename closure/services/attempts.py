@@ -26,15 +26,9 @@ from closure.choices import (
     MetadataKind,
 )
 from closure.connectors import AlertMessage, SendOutcome, send_alert
-from closure.connectors.secrets import ConnectorConfigError
-from closure.evidence import (
-    EvidenceEntry,
-    EvidenceFilters,
-    canonical_json,
-    evidence_append_many,
-    isoformat,
-    sha256_hex,
-)
+from closure.evidence.canonical import canonical_json, isoformat, sha256_hex
+from closure.evidence.ledger import EvidenceEntry, EvidenceFilters, evidence_append_many
+from closure.keyring import ConnectorConfigError
 from closure.models import AlertDelivery, Connector, ExecutionRecord, RetryDecision
 from closure.services.circuits import (
     circuit_count,

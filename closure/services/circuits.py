@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from closure.choices import CircuitState, MetadataKind
-from closure.evidence import EvidenceEntry, EvidenceFilters, evidence_append_many, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import EvidenceEntry, EvidenceFilters, evidence_append_many
 from closure.models import ConnectorCircuit
 from closure.services.common import signer_of
 

@@ -1,6 +1,6 @@
 """Small pieces shared by the services."""
 
-from closure.evidence import isoformat
+from closure.evidence.canonical import isoformat
 
 
 def signer_of(actor) -> str:

@@ -13,12 +13,13 @@ from django.db import transaction
 
 from closure.choices import ConnectorKind, MetadataKind
 from closure.connectors import ConnectorConfigInvalid, config_clean
-from closure.connectors.secrets import (
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import EvidenceFilters, evidence_append
+from closure.keyring import (
     ConnectorConfigError,
     key_id,
     reencrypt,
 )
-from closure.evidence import EvidenceFilters, evidence_append, isoformat
 from closure.models import Connector
 from closure.services.common import signer_of
 from closure.services.errors import Conflict, InvalidInput

@@ -3,7 +3,8 @@
 from django.db import transaction
 
 from closure.choices import MetadataKind
-from closure.evidence import canonical_json, evidence_append, sha256_hex
+from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.evidence.ledger import evidence_append
 from closure.models import DeliveryEvent
 from closure.services.common import signer_of
 from closure.services.errors import Conflict

@@ -5,15 +5,15 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from closure import chain
 from closure.choices import MetadataKind
-from closure.evidence import EvidenceFilters, evidence_append, evidence_head, evidence_verify
-from closure.evidence_export import ExportFilter, ExportPlan, generator_info
+from closure.evidence import chain
+from closure.evidence.export import ExportFilter, ExportPlan, generator_info
+from closure.evidence.ledger import EvidenceFilters, evidence_append, evidence_head, evidence_verify
+from closure.evidence.signing import sign, signing_key
 from closure.models import Evidence, EvidenceCheckpoint
 from closure.models.base import PublicId
 from closure.services.common import signer_of
 from closure.services.errors import Conflict, InvalidInput
-from closure.signing import sign, signing_key
 
 EXPORT_ID_PREFIX = "gordackfinalevidenceexport-"
 

@@ -15,7 +15,8 @@ from closure.choices import (
     MetadataKind,
     Severity,
 )
-from closure.evidence import EvidenceFilters, evidence_append, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import EvidenceFilters, evidence_append
 from closure.models import DeliveryEvent, HealthReport
 from closure.services.common import signer_of
 

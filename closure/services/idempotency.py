@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from closure.evidence import canonical_json, isoformat, sha256_hex
+from closure.evidence.canonical import canonical_json, isoformat, sha256_hex
 from closure.models import IdempotencyRecord
 from closure.services.errors import Conflict, ServiceError
 

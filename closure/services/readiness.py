@@ -6,9 +6,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from closure.chain import canonical_json, sha256_hex
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append, evidence_envelope
+from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.evidence.ledger import evidence_append, evidence_envelope
 from closure.models import Evidence
 from closure.models.base import PublicId
 from closure.readiness import release_readiness, runbook_build, runbook_markdown

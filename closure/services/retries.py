@@ -20,7 +20,8 @@ from closure.choices import (
     MetadataKind,
     SuppressionReason,
 )
-from closure.evidence import EvidenceFilters, evidence_append, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import EvidenceFilters, evidence_append
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

@@ -5,9 +5,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from closure.chain import canonical_json, sha256_hex
 from closure.choices import ClosureState, MetadataKind, ReviewDecision, Severity
-from closure.evidence import evidence_append, isoformat
+from closure.evidence.canonical import canonical_json, isoformat, sha256_hex
+from closure.evidence.ledger import evidence_append
 from closure.models import ClosureReview
 from closure.selectors import closure_dashboard
 from closure.services.common import signer_of

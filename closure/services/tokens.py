@@ -12,7 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from closure.choices import MetadataKind
-from closure.evidence import evidence_append, isoformat
+from closure.evidence.canonical import isoformat
+from closure.evidence.ledger import evidence_append
 from closure.models import ApiToken, Evidence
 from closure.services.common import signer_of
 from closure.services.errors import Conflict, InvalidInput, NotFound

@@ -3,7 +3,7 @@ import json
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management.base import BaseCommand
 
-from closure import chain
+from closure.evidence import chain
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from closure.signing import public_key_info
+from closure.evidence.signing import public_key_info
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
 from closure.choices import MetadataKind
-from closure.evidence_export import ExportFilter, export_write_directory, export_write_zip
+from closure.evidence.export import ExportFilter, export_write_directory, export_write_zip
 from closure.services.errors import ServiceError
 from closure.services.evidence import evidence_export_start
 

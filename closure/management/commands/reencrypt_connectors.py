@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from closure.connectors.secrets import newest_key_decrypts
+from closure.keyring import newest_key_decrypts
 from closure.models import Connector
 from closure.services.connectors import connectors_reencrypt
 from closure.services.errors import ServiceError

@@ -3,8 +3,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from closure.evidence import CheckpointClaim, evidence_verify
-from closure.evidence_records import evidence_records_verify, verification_body
+from closure.evidence.ledger import CheckpointClaim, evidence_verify
+from closure.evidence.records import evidence_records_verify, verification_body
 
 
 class Command(BaseCommand):

@@ -24,7 +24,6 @@ from django.db import connection, transaction
 from django.db.models import F, Max, Model, OuterRef, QuerySet, Subquery, TextField
 from django.db.models.functions import Cast
 
-from closure.chain import isoformat, json_loads, sha256_hex
 from closure.choices import (
     DecisionAction,
     DecisionReason,
@@ -33,6 +32,8 @@ from closure.choices import (
     MetadataKind,
     SuppressionReason,
 )
+from closure.evidence.canonical import isoformat, sha256_hex
+from closure.evidence.chain import json_loads
 from closure.models import (
     Acknowledgement,
     AlertDelivery,

@@ -6,9 +6,9 @@ transaction-scoped advisory lock, on SQLite by its single writer (IMMEDIATE tran
 
 Each row stores the canonical JSON text its hash covers (`payload_text`); the jsonb `payload` and
 the flattened columns are copies of it for queries. `evidence_verify` walks the chain with
-`closure.chain.ChainWalker` (the offline bundle verifier uses the same code), hashing the stored
-text as it is and checking every copy against it, and checks the chain against the latest
-signed checkpoint. docs/evidence.md has the whole story.
+`chain.ChainWalker` (the offline bundle verifier uses the same code), hashing the stored text
+as it is and checking every copy against it, and checks the chain against the latest signed
+checkpoint. docs/evidence.md has the whole story.
 """
 
 import json
@@ -23,11 +23,12 @@ from django.db.models.functions import Cast, Coalesce
 from django.db.models.signals import post_save
 from django.utils import timezone
 
-from closure import chain
-from closure.chain import GENESIS_HASH, canonical_json, chain_hash, isoformat, sha256_hex
 from closure.choices import MetadataKind
+from closure.evidence import chain
+from closure.evidence.canonical import canonical_json, isoformat, sha256_hex
+from closure.evidence.chain import GENESIS_HASH, chain_hash
+from closure.evidence.signing import trusted_public_keys
 from closure.models import Evidence, EvidenceCheckpoint
-from closure.signing import trusted_public_keys
 
 SCHEMA_VERSION = "cavra.evidence.metadata.v1"
 PRODUCT = "CAVRA"

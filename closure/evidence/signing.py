@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from closure import chain
-from closure.chain import SigningKeyError
+from closure.evidence import chain
+from closure.evidence.chain import SigningKeyError
 
 
 def signing_key() -> Ed25519PrivateKey:

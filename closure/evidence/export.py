@@ -24,9 +24,9 @@ from pathlib import Path
 
 from django.utils.dateparse import parse_datetime
 
-from closure import chain
-from closure.chain import canonical_json, isoformat
-from closure.evidence import ledger_rows, long_read
+from closure.evidence import chain
+from closure.evidence.canonical import canonical_json, isoformat
+from closure.evidence.ledger import ledger_rows, long_read
 from closure.models import Evidence
 
 MANIFEST_SCHEMA = "cavra.evidence.export.v1"
@@ -206,7 +206,7 @@ def export_data_chunks(plan: ExportPlan, digest: ExportDigest) -> Iterator[bytes
 def export_manifest(plan: ExportPlan, digest: ExportDigest) -> dict:
     """The signed manifest of a finished data file. Deterministic: no export time in it (the
     export's evidence row records who exported and when)."""
-    from closure.signing import sign
+    from closure.evidence.signing import sign
 
     unsigned = {
         "schema_version": MANIFEST_SCHEMA,

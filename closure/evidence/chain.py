@@ -1,4 +1,4 @@
-"""The evidence chain's primitives, free of Django.
+"""The evidence chain's primitives, free of Django (canonical JSON: `canonical`).
 
 Canonical JSON, the hashes, the row-by-row chain check, the CSV row of an export and the
 Ed25519 signatures live here, so the database verifier (`closure.evidence`) and the offline
@@ -12,13 +12,15 @@ import json
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# chain.isoformat / chain.sha256_hex are read by tests, bench and scripts: kept as names here.
+from closure.evidence.canonical import canonical_json, isoformat, sha256_hex  # noqa: F401
 
 try:
     import orjson
@@ -45,34 +47,6 @@ COPIED_COLUMNS = (
 )
 PAYLOAD_MISMATCH = "payload does not match payload_sha256"
 SIGNATURE_ALGORITHM = "Ed25519"
-
-
-def isoformat(value: datetime | None) -> str | None:
-    """UTC ISO 8601 with a Z suffix and microseconds, the one timestamp format of evidence."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return isoformat(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8, UTC times: the bytes every hash is taken over."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    ).encode()
-
-
-def sha256_hex(data: bytes | str) -> str:
-    if isinstance(data, str):
-        data = data.encode()
-    return hashlib.sha256(data).hexdigest()
 
 
 def chain_hash(previous_hash: str, payload_sha256: str) -> str:
