@@ -177,7 +177,7 @@ def delete_events() -> None:
         cursor.execute("VACUUM FULL ANALYZE closure_deliveryevent")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
@@ -185,8 +185,55 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL server URL, no database")
     parser.add_argument("--database", default=DATABASE)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def operator_with_token(env: dict):
+    """An operator and a bearer token of theirs, issued by the management command."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user("bench-ingest")
+    user.groups.add(Group.objects.get(name="operators"))
+    token = subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "create_api_token", "bench-ingest", "--name", "bench"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return user, token
+
+
+def in_process_round(user, args: argparse.Namespace, tag: str) -> tuple[float, float, int]:
+    """Seconds to validate the round's batches, seconds to ingest them through the service,
+    and the queries one batch takes."""
+    from django.db import connection
+
+    from closure.inputs.serializers import DeliveryEventBatchInputSerializer
+    from closure.services.events import delivery_events_ingest
+
+    batches = make_batches(args.events, args.batch, f"service-{tag}")
+    started = time.perf_counter()
+    validated = []
+    for batch in batches:
+        serializer = DeliveryEventBatchInputSerializer(data={"events": batch})
+        serializer.is_valid(raise_exception=True)
+        validated.append(serializer.validated_data["events"])
+    validation_seconds = time.perf_counter() - started
+
+    counter = QueryCounter()
+    started = time.perf_counter()
+    with connection.execute_wrapper(counter):
+        for events in validated:
+            delivery_events_ingest(actor=user, events=events)
+    service_seconds = time.perf_counter() - started
+    return validation_seconds, service_seconds, counter.count // len(validated)
+
+
+def main() -> None:
+    args = parse_args()
     port = free_port()
     # Its own metrics directory: gunicorn empties it at start.
     metrics_dir = tempfile.mkdtemp(prefix="cavra-bench-ingest-metrics-")
@@ -202,23 +249,7 @@ def main() -> None:
     migrate(env)
     django_setup(env)
 
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
-    from django.db import connection
-
-    from closure.api.serializers import DeliveryEventBatchInputSerializer
-    from closure.services.events import delivery_events_ingest
-
-    user = get_user_model().objects.create_user("bench-ingest")
-    user.groups.add(Group.objects.get(name="operators"))
-    token = subprocess.run(  # noqa: S603
-        [sys.executable, "manage.py", "create_api_token", "bench-ingest", "--name", "bench"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    user, token = operator_with_token(env)
     print(
         f"{args.events:,} events in batches of {args.batch:,}; gunicorn {WORKERS} workers on "
         f"127.0.0.1:{port}, {args.clients} client connections; POST throttle raised through "
@@ -240,24 +271,11 @@ def main() -> None:
                 api_rates.append(args.events / api_seconds)
 
                 delete_events()
-                batches = make_batches(args.events, args.batch, f"service-{tag}")
-                started = time.perf_counter()
-                validated = []
-                for batch in batches:
-                    serializer = DeliveryEventBatchInputSerializer(data={"events": batch})
-                    serializer.is_valid(raise_exception=True)
-                    validated.append(serializer.validated_data["events"])
-                validation_seconds = time.perf_counter() - started
+                validation_seconds, service_seconds, batch_queries = in_process_round(
+                    user, args, tag
+                )
                 validation_rates.append(args.events / validation_seconds)
-
-                counter = QueryCounter()
-                started = time.perf_counter()
-                with connection.execute_wrapper(counter):
-                    for events in validated:
-                        delivery_events_ingest(actor=user, events=events)
-                service_seconds = time.perf_counter() - started
                 service_rates.append(args.events / service_seconds)
-                batch_queries = counter.count // len(validated)
                 print(
                     f"round {round_number + 1}: api {api_seconds:.2f} s, validation "
                     f"{validation_seconds:.2f} s, service {service_seconds:.2f} s",

@@ -13,6 +13,7 @@ the records checked by kind, and the peak resident memory of the process.
 """
 
 import argparse
+import hashlib
 import json
 import statistics
 import subprocess
@@ -55,7 +56,7 @@ def build(deliveries: int) -> float:
         MetadataKind,
     )
     from closure.evidence.ledger import EvidenceEntry, EvidenceFilters, evidence_append_many
-    from closure.evidence.records import DeliveryChange, delivery_replay
+    from closure.evidence.record_deliveries import DeliveryChange, delivery_replay
     from closure.models import AlertDelivery, ExecutionRecord, HealthAlert, HealthReport
     from closure.services.alerts import alert_payload
     from closure.services.attempts import execution_serialize
@@ -177,7 +178,10 @@ def build(deliveries: int) -> float:
                             http_status=http_status,
                             error_class="http_5xx" if status == ExecutionStatus.FAILED else "",
                             latency_ms=40,
-                            execution_hash=f"{first + n:032x}{number:032x}",
+                            # A real digest: its digits are as random as a live record's.
+                            execution_hash=hashlib.sha256(
+                                f"{first + n}:{number}".encode()
+                            ).hexdigest(),
                         )
                     )
                     changes.append(DeliveryChange(number, at, attempt=(status, None)))

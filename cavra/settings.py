@@ -232,7 +232,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["closure.api.throttling.PostRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "closure.api.schema.ProblemAutoSchema",
     "UNAUTHENTICATED_USER": None,
-    "DATETIME_FORMAT": "iso-8601",
+    # One timestamp format for every record the API shows, the evidence's own (UTC, always
+    # six fractional digits, `Z`): a list entry and an action's answer render alike.
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
 }
 
 # One JSON object per line, each with the request id of the request it belongs to

@@ -18,6 +18,16 @@ from closure.services.connectors import connector_save
 from closure.services.errors import ServiceError
 
 
+def _secret_input(label: str, help_text: str) -> forms.CharField:
+    """Blank on every page: a stored value is never sent back to the browser."""
+    return forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label=label,
+        help_text=help_text,
+    )
+
+
 class ConnectorForm(forms.ModelForm):
     """Private configuration is write-only: typed in, never shown back.
 
@@ -26,34 +36,21 @@ class ConnectorForm(forms.ModelForm):
     does not read are refused.
     """
 
-    url = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        label="URL",
-        help_text="Webhook, Slack and Teams: the destination URL.",
-    )
-    signing_secret = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        label="New signing secret",
-        help_text="Webhook: a Standard Webhooks secret (whsec_…). Rotates: the current secret "
-        "stays valid beside it until the previous one is retired.",
+    url = _secret_input("URL", "Webhook, Slack and Teams: the destination URL.")
+    signing_secret = _secret_input(
+        "New signing secret",
+        "Webhook: a Standard Webhooks secret (whsec_…). Rotates: the current secret stays valid "
+        "beside it until the previous one is retired.",
     )
     retire_previous_signing_secret = forms.BooleanField(
         required=False,
         help_text="Webhook: stop signing with the previous secret (end of a rotation).",
     )
-    routing_key = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        label="Routing key",
-        help_text="PagerDuty: the 32-character Events API v2 integration key.",
+    routing_key = _secret_input(
+        "Routing key", "PagerDuty: the 32-character Events API v2 integration key."
     )
-    events_url = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        label="Events API URL",
-        help_text="PagerDuty: only to override CAVRA_PAGERDUTY_EVENTS_URL.",
+    events_url = _secret_input(
+        "Events API URL", "PagerDuty: only to override CAVRA_PAGERDUTY_EVENTS_URL."
     )
     recipients = forms.CharField(
         required=False,
@@ -63,18 +60,11 @@ class ConnectorForm(forms.ModelForm):
     from_email = forms.CharField(
         required=False, label="Sender", help_text="E-mail: optional sender address."
     )
-    smtp_username = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        label="SMTP username",
-        help_text="E-mail: optional; replaces the environment's SMTP account for this connector.",
+    smtp_username = _secret_input(
+        "SMTP username",
+        "E-mail: optional; replaces the environment's SMTP account for this connector.",
     )
-    smtp_password = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False),
-        label="SMTP password",
-        help_text="E-mail: the password of that SMTP account.",
-    )
+    smtp_password = _secret_input("SMTP password", "E-mail: the password of that SMTP account.")
     clear_config_keys = forms.MultipleChoiceField(
         required=False,
         widget=forms.CheckboxSelectMultiple,

@@ -19,23 +19,9 @@ from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, Streamin
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
+from closure import models
 from closure.changelist_export import MEDIA_TYPES, export_chunks
 from closure.choices import ExecutionStatus
-from closure.models import (
-    Acknowledgement,
-    AlertDelivery,
-    ClosureReview,
-    Connector,
-    DeliveryEvent,
-    Evidence,
-    EvidenceCheckpoint,
-    ExecutionRecord,
-    HealthAlert,
-    HealthReport,
-    RetryDecision,
-    RetryPlan,
-    WorkerRun,
-)
 from closure.paginators import BoundedCountPaginator
 from closure.public_ids import public_id_kind
 from closure.services.admin_exports import admin_export_start
@@ -64,7 +50,7 @@ def provider_filter(field: str = "provider", *, comma_list: bool = False, recent
                 newest = recent_model.objects.order_by("-pk").values_list(field, flat=True)
                 names = sorted({n for n in newest[:RECENT_EVENTS_FOR_PROVIDERS] if n})
             else:
-                names = Connector.objects.order_by("name").values_list("name", flat=True)
+                names = models.Connector.objects.order_by("name").values_list("name", flat=True)
                 names = list(names[:MAX_PROVIDER_CHOICES])
             return [(name, name) for name in names]
 
@@ -117,7 +103,7 @@ def changelist_link(model, text: str, **params):
 
 
 def evidence_link(session_id: str):
-    return changelist_link(Evidence, "Evidence rows of this record", session_id=session_id)
+    return changelist_link(models.Evidence, "Evidence rows of this record", session_id=session_id)
 
 
 class BoundedDateChangeList(ChangeList):
@@ -252,13 +238,13 @@ class ReadOnlyAdmin(BoundedDateHierarchyMixin, admin.ModelAdmin):
         return response
 
 
-@admin.register(DeliveryEvent)
+@admin.register(models.DeliveryEvent)
 class DeliveryEventAdmin(ReadOnlyAdmin):
     list_display = ["event_id", "kind", "status", "provider", "run_id", "occurred_at"]
     list_filter = [
         "kind",
         "status",
-        provider_filter(recent_model=DeliveryEvent),
+        provider_filter(recent_model=models.DeliveryEvent),
         "occurred_at",
     ]
     search_fields = ["=event_id", "=run_id"]
@@ -279,7 +265,7 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
     ]
 
 
-@admin.register(HealthReport)
+@admin.register(models.HealthReport)
 class HealthReportAdmin(ReadOnlyAdmin):
     list_display = ["health_id", "alert_level", "alert_count", "generated_at", "generated_by"]
     list_filter = ["alert_level", "generated_at"]
@@ -302,13 +288,15 @@ class HealthReportAdmin(ReadOnlyAdmin):
     def related_records(self, obj):
         return format_html(
             "{} · {} · {}",
-            changelist_link(HealthAlert, "Alerts of this report", health__id__exact=obj.pk),
-            changelist_link(Acknowledgement, "Acknowledgements", health__id__exact=obj.pk),
-            changelist_link(Evidence, "Evidence rows about this report", health_id=obj.health_id),
+            changelist_link(models.HealthAlert, "Alerts of this report", health__id__exact=obj.pk),
+            changelist_link(models.Acknowledgement, "Acknowledgements", health__id__exact=obj.pk),
+            changelist_link(
+                models.Evidence, "Evidence rows about this report", health_id=obj.health_id
+            ),
         )
 
 
-@admin.register(HealthAlert)
+@admin.register(models.HealthAlert)
 class HealthAlertAdmin(ReadOnlyAdmin):
     list_display = ["alert_id", "health_link", "forced", "created_at", "created_by"]
     list_filter = ["forced", "created_at"]
@@ -335,13 +323,13 @@ class HealthAlertAdmin(ReadOnlyAdmin):
     def related_records(self, obj):
         return format_html(
             "{} · {} · {}",
-            changelist_link(AlertDelivery, "Deliveries", alert__id__exact=obj.pk),
-            changelist_link(Acknowledgement, "Acknowledgements", alert__id__exact=obj.pk),
+            changelist_link(models.AlertDelivery, "Deliveries", alert__id__exact=obj.pk),
+            changelist_link(models.Acknowledgement, "Acknowledgements", alert__id__exact=obj.pk),
             evidence_link(obj.alert_id),
         )
 
 
-@admin.register(AlertDelivery)
+@admin.register(models.AlertDelivery)
 class AlertDeliveryAdmin(ReadOnlyAdmin):
     list_display = [
         "delivery_id",
@@ -382,13 +370,15 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
     def related_records(self, obj):
         return format_html(
             "{} · {} · {}",
-            changelist_link(ExecutionRecord, "Execution records", delivery__id__exact=obj.pk),
-            changelist_link(RetryDecision, "Retry decisions", delivery__id__exact=obj.pk),
+            changelist_link(
+                models.ExecutionRecord, "Execution records", delivery__id__exact=obj.pk
+            ),
+            changelist_link(models.RetryDecision, "Retry decisions", delivery__id__exact=obj.pk),
             evidence_link(obj.delivery_id),
         )
 
 
-@admin.register(Acknowledgement)
+@admin.register(models.Acknowledgement)
 class AcknowledgementAdmin(ReadOnlyAdmin):
     list_display = ["ack_id", "health_link", "provider", "state", "acknowledged_at"]
     list_filter = ["state", provider_filter(), "acknowledged_at"]
@@ -417,7 +407,7 @@ class AcknowledgementAdmin(ReadOnlyAdmin):
         return evidence_link(obj.ack_id)
 
 
-@admin.register(RetryPlan)
+@admin.register(models.RetryPlan)
 class RetryPlanAdmin(ReadOnlyAdmin):
     list_display = [
         "retry_plan_id",
@@ -450,13 +440,13 @@ class RetryPlanAdmin(ReadOnlyAdmin):
     def related_records(self, obj):
         return format_html(
             "{} · {} · {}",
-            changelist_link(RetryDecision, "Decisions", plan__id__exact=obj.pk),
-            changelist_link(WorkerRun, "Worker runs", retry_plan__id__exact=obj.pk),
+            changelist_link(models.RetryDecision, "Decisions", plan__id__exact=obj.pk),
+            changelist_link(models.WorkerRun, "Worker runs", retry_plan__id__exact=obj.pk),
             evidence_link(obj.retry_plan_id),
         )
 
 
-@admin.register(RetryDecision)
+@admin.register(models.RetryDecision)
 class RetryDecisionAdmin(ReadOnlyAdmin):
     list_display = ["id", "plan_link", "delivery_link", "action", "reason", "status"]
     list_display_links = ["id"]
@@ -492,7 +482,7 @@ class RetryDecisionAdmin(ReadOnlyAdmin):
         return change_link(obj.delivery)
 
 
-@admin.register(WorkerRun)
+@admin.register(models.WorkerRun)
 class WorkerRunAdmin(ReadOnlyAdmin):
     list_display = ["run_id", "dry_run", "status", "started_at", "finished_at", "started_by"]
     list_filter = ["dry_run", "status", "started_at"]
@@ -518,12 +508,14 @@ class WorkerRunAdmin(ReadOnlyAdmin):
     def related_records(self, obj):
         return format_html(
             "{} · {}",
-            changelist_link(ExecutionRecord, "Execution records", worker_run__id__exact=obj.pk),
+            changelist_link(
+                models.ExecutionRecord, "Execution records", worker_run__id__exact=obj.pk
+            ),
             evidence_link(obj.run_id),
         )
 
 
-@admin.register(ExecutionRecord)
+@admin.register(models.ExecutionRecord)
 class ExecutionRecordAdmin(ReadOnlyAdmin):
     list_display = [
         "execution_id",
@@ -584,7 +576,7 @@ class ExecutionRecordAdmin(ReadOnlyAdmin):
         return evidence_link(obj.execution_id)
 
 
-@admin.register(Evidence)
+@admin.register(models.Evidence)
 class EvidenceAdmin(ReadOnlyAdmin):
     list_display = ["sequence", "metadata_kind", "session_id", "signer", "created_at"]
     list_filter = [
@@ -632,7 +624,7 @@ class EvidenceAdmin(ReadOnlyAdmin):
             return obj.session_id
 
 
-@admin.register(EvidenceCheckpoint)
+@admin.register(models.EvidenceCheckpoint)
 class EvidenceCheckpointAdmin(ReadOnlyAdmin):
     list_display = ["head_sequence", "chain_head", "key_id", "checkpointed_at"]
     # By key: a search, not a list filter (whose choices would be a DISTINCT over the table).
@@ -650,7 +642,7 @@ class EvidenceCheckpointAdmin(ReadOnlyAdmin):
     ]
 
 
-@admin.register(ClosureReview)
+@admin.register(models.ClosureReview)
 class ClosureReviewAdmin(ReadOnlyAdmin):
     list_display = ["review_id", "decision", "closure_state", "alert_level", "reviewed_at"]
     list_filter = ["decision", "closure_state", "reviewed_at"]

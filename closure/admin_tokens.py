@@ -19,6 +19,17 @@ from closure.services.errors import ServiceError
 from closure.services.tokens import MAX_TOKEN_DAYS, api_token_create, api_token_revoke
 
 MANAGE_PERMISSION = "closure.manage_api_tokens"
+# A token's list columns and its read-only page show the same fields (never its hash).
+TOKEN_FIELDS = [
+    "token_prefix",
+    "name",
+    "user",
+    "state",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+]
 
 
 class ApiTokenStateFilter(admin.SimpleListFilter):
@@ -61,31 +72,13 @@ class ApiTokenCreationForm(forms.ModelForm):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = [
-        "token_prefix",
-        "name",
-        "user",
-        "state",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-        "revoked_at",
-    ]
+    list_display = TOKEN_FIELDS
     list_filter = [ApiTokenStateFilter]
     search_fields = ["=token_prefix", "=user__username"]
     list_select_related = ["user"]
     show_full_result_count = False
     actions = ["revoke_selected"]
-    readonly_fields = [
-        "token_prefix",
-        "name",
-        "user",
-        "state",
-        "created_at",
-        "expires_at",
-        "last_used_at",
-        "revoked_at",
-    ]
+    readonly_fields = TOKEN_FIELDS
 
     @admin.display(description="state")
     def state(self, obj):

@@ -74,12 +74,8 @@ def demo_users() -> dict:
     return users
 
 
-def demo_load(*, receiver_url: str) -> bool:
-    """Walk the flow up to a failed delivery. Returns False if demo data already exists."""
-    users = demo_users()
-    operator, owner = users["operator"], users["owner"]
-    if HealthReport.objects.exists():
-        return False
+def _demo_connectors(owner, receiver_url: str) -> None:
+    """A flaky executive channel (fails first attempts) and a backup that always accepts."""
     connector_save(
         actor=owner,
         name="exec-webhook",
@@ -97,7 +93,11 @@ def demo_load(*, receiver_url: str) -> bool:
         description="Backup channel (demo receiver, always accepts)",
         private_config={"url": f"{receiver_url}/steady"},
     )
-    now = timezone.now()
+
+
+def _demo_events(now) -> list[dict]:
+    """The upstream pipeline's story: one report delivered, the next failed and so did its
+    retry, an old retry plan, a recent worker run."""
 
     def event(event_id, kind, status, minutes_ago, **extra):
         return {
@@ -112,45 +112,52 @@ def demo_load(*, receiver_url: str) -> bool:
             "details": {},
         }
 
-    delivery_events_ingest(
-        actor=operator,
-        events=[
-            event(
-                "demo-report-1",
-                EventKind.REPORT_DELIVERY,
-                EventStatus.DELIVERED,
-                300,
-                provider="slack",
-                run_id="drill-41",
-                executive_report_id="exec-41",
-            ),
-            event(
-                "demo-report-2",
-                EventKind.REPORT_DELIVERY,
-                EventStatus.FAILED,
-                45,
-                provider="teams",
-                run_id="drill-42",
-                executive_report_id="exec-42",
-            ),
-            event(
-                "demo-retry-exec-1",
-                EventKind.RETRY_EXECUTION,
-                EventStatus.FAILED,
-                40,
-                provider="teams",
-                run_id="drill-42",
-            ),
-            event("demo-plan-1", EventKind.RETRY_PLAN, EventStatus.SUCCEEDED, 400),
-            event(
-                "demo-worker-1",
-                EventKind.RETRY_WORKER_RUN,
-                EventStatus.SUCCEEDED,
-                30,
-                schedule_enabled=True,
-            ),
-        ],
-    )
+    return [
+        event(
+            "demo-report-1",
+            EventKind.REPORT_DELIVERY,
+            EventStatus.DELIVERED,
+            300,
+            provider="slack",
+            run_id="drill-41",
+            executive_report_id="exec-41",
+        ),
+        event(
+            "demo-report-2",
+            EventKind.REPORT_DELIVERY,
+            EventStatus.FAILED,
+            45,
+            provider="teams",
+            run_id="drill-42",
+            executive_report_id="exec-42",
+        ),
+        event(
+            "demo-retry-exec-1",
+            EventKind.RETRY_EXECUTION,
+            EventStatus.FAILED,
+            40,
+            provider="teams",
+            run_id="drill-42",
+        ),
+        event("demo-plan-1", EventKind.RETRY_PLAN, EventStatus.SUCCEEDED, 400),
+        event(
+            "demo-worker-1",
+            EventKind.RETRY_WORKER_RUN,
+            EventStatus.SUCCEEDED,
+            30,
+            schedule_enabled=True,
+        ),
+    ]
+
+
+def demo_load(*, receiver_url: str) -> bool:
+    """Walk the flow up to a failed delivery. Returns False if demo data already exists."""
+    users = demo_users()
+    operator, owner = users["operator"], users["owner"]
+    if HealthReport.objects.exists():
+        return False
+    _demo_connectors(owner, receiver_url)
+    delivery_events_ingest(actor=operator, events=_demo_events(timezone.now()))
     health_report_build(actor=operator, parameters=HealthParameters())
     health_alert_send(actor=operator, health_id=None, provider="all")
     return True

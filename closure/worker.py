@@ -6,32 +6,26 @@ waves of `send_concurrency`, and record each wave's outcomes together through th
 service (one transaction per wave, each attempt fenced by its lease version). Any number of
 workers can share one PostgreSQL: they coordinate only through these row locks and leases. The
 API's POST retry-worker-run and `manage.py run_retry_worker` both run this `Worker`.
+
+The worker only orchestrates: every write, and every transaction, is a service
+(`closure.services.worker_runs`, `closure.services.attempts`), so no lock or transaction is
+ever held across a connector call.
 """
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 
-from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from closure.choices import (
     DecisionAction,
-    DecisionStatus,
-    DeliveryStatus,
     ExecutionStatus,
-    ExecutionTrigger,
     HoldReason,
     MetadataKind,
-    SkipReason,
     WorkerRunStatus,
 )
 from closure.connectors import SendOutcome
-from closure.evidence.canonical import isoformat
-from closure.evidence.ledger import EvidenceFilters, evidence_append
 from closure.models import (
     AlertDelivery,
     Evidence,
@@ -41,21 +35,12 @@ from closure.models import (
     WorkerRun,
 )
 from closure.services.attempts import (
-    DELIVERY_LOCKED_FIELDS,
     ClaimedAttempt,
-    attempts_claim,
     attempts_prepare,
     attempts_record,
-    attempts_renew,
-    execution_skip,
+    attempts_release,
 )
-from closure.services.circuits import (
-    circuit_admit,
-    circuit_would_admit,
-    circuits_ensure,
-    circuits_locked,
-)
-from closure.services.common import signer_of
+from closure.services.circuits import circuit_would_admit
 from closure.services.errors import NotFound
 from closure.services.retries import (
     RetryPolicy,
@@ -63,8 +48,19 @@ from closure.services.retries import (
     retry_plan_create,
     retry_scope_validate,
 )
-
-logger = logging.getLogger(__name__)
+from closure.services.worker_runs import (
+    WorkerRunEnding,
+    WorkerRunSetup,
+    retry_decision_serialize,
+    retry_skip_reason,
+    worker_run_claim,
+    worker_run_create,
+    worker_run_finish,
+    worker_run_record_dry,
+    worker_run_renew,
+    worker_run_start,
+    worker_runs_reap,
+)
 
 
 @dataclass(frozen=True)
@@ -114,32 +110,14 @@ class WorkerOutcome:
     results: list[RetryResult]
 
 
-def _decision_public(decision: RetryDecision) -> dict:
-    delivery = decision.delivery
-    return {
-        "retry_plan_id": decision.plan.retry_plan_id,
-        "delivery_id": delivery.delivery_id,
-        "health_id": delivery.alert.health.health_id,
-        "alert_id": delivery.alert.alert_id,
-        "provider": delivery.provider,
-        "action": decision.action,
-        "reason": decision.reason,
-        "retry_count": decision.retry_count,
-        "next_retry_at": isoformat(decision.next_retry_at),
-    }
-
-
 def _dry_verdict(delivery: AlertDelivery, now) -> tuple[str, str]:
     """What a live run's claim would do with a due retry of this delivery: ("send", ""),
     ("skip", the skip reason it would record) or ("hold", why it would stay pending)."""
     if delivery.lease_is_held(now):
         return "hold", HoldReason.ATTEMPT_IN_FLIGHT
-    if delivery.status == DeliveryStatus.DELIVERED:
-        return "skip", SkipReason.ALREADY_DELIVERED
-    if delivery.status != DeliveryStatus.FAILED:
-        return "skip", SkipReason.NO_LONGER_FAILED
-    if not delivery.connector.enabled:
-        return "skip", SkipReason.CONNECTOR_DISABLED
+    skip_reason = retry_skip_reason(delivery)
+    if skip_reason:
+        return "skip", skip_reason
     circuit = getattr(delivery.connector, "circuit", None)
     if circuit is not None and not circuit_would_admit(
         circuit.state,
@@ -149,6 +127,37 @@ def _dry_verdict(delivery: AlertDelivery, now) -> tuple[str, str]:
     ):
         return "hold", HoldReason.CIRCUIT_OPEN
     return "send", ""
+
+
+def _plan_counts(plan: RetryPlan) -> dict:
+    return {
+        "retryable_count": plan.retryable_count,
+        "waiting_retry_count": plan.waiting_count,
+        "suppressed_retry_count": plan.suppressed_count,
+    }
+
+
+def _live_ending(plan: RetryPlan, results: list[RetryResult], *, stopped: bool) -> WorkerRunEnding:
+    statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
+    delivered = statuses.count(ExecutionStatus.DELIVERED)
+    # Taken by the connector but not confirmed (a Teams 202): not a failure of the run.
+    accepted = statuses.count(ExecutionStatus.ACCEPTED)
+    failed = statuses.count(ExecutionStatus.FAILED)
+    skipped_count = len(results) - delivered - accepted - failed
+    summary = {
+        **_plan_counts(plan),
+        "selected_retry_count": len(results),
+        "delivered_count": delivered,
+        "accepted_count": accepted,
+        "failed_count": failed,
+        "skipped_count": skipped_count,
+        "stopped_early": stopped,
+    }
+    return WorkerRunEnding(
+        status=_run_status(delivered + accepted, failed, skipped_count, len(results)),
+        summary=summary,
+        selected=[r.decision for r in results],
+    )
 
 
 def _run_status(delivered: int, failed: int, skipped: int, selected: int) -> str:
@@ -213,20 +222,6 @@ class Worker:
         )
         return plan, public, evidence
 
-    def _due_decisions(self, now):
-        """Due `retry` decisions: of the named plan, or of any plan when none was named (a
-        newer plan supersedes older pending decisions, so each delivery has at most one)."""
-        queryset = RetryDecision.objects.filter(
-            status=DecisionStatus.PENDING,
-            action=DecisionAction.RETRY,
-            next_retry_at__lte=now,
-        )
-        if self.options.retry_plan_id:
-            queryset = queryset.filter(plan__retry_plan_id=self.options.retry_plan_id)
-        if self.options.providers:
-            queryset = queryset.filter(delivery__provider__in=self.options.providers)
-        return queryset.order_by("next_retry_at", "id")
-
     # -- run ------------------------------------------------------------------------------
 
     def run(self) -> WorkerOutcome:
@@ -247,43 +242,10 @@ class Worker:
         is open, or another attempt is in flight) with the reason it would stay pending.
         """
         now = timezone.now()
-        options = self.options
         if plan is not None:
-            due = list(
-                self._due_decisions(now).select_related(
-                    "plan", "delivery__alert__health", "delivery__connector__circuit"
-                )[: options.max_retry_deliveries]
-            )
-            judged = [(_decision_public(d), _dry_verdict(d.delivery, now)) for d in due]
-            counts = {
-                "retryable_count": plan.retryable_count,
-                "waiting_retry_count": plan.waiting_count,
-                "suppressed_retry_count": plan.suppressed_count,
-            }
+            judged, counts = self._judge_plan(plan, now), _plan_counts(plan)
         else:
-            preview = retry_plan_compute(
-                policy=options.retry_policy,
-                providers=list(options.providers),
-                health_id="",
-                now=now,
-            )
-            retryable = [p for p in preview if p.action == DecisionAction.RETRY]
-            candidates = retryable[: options.max_retry_deliveries]
-            deliveries = AlertDelivery.objects.select_related("connector__circuit").in_bulk(
-                [p.delivery.pk for p in candidates]
-            )
-            judged = [
-                (
-                    {**p.as_dict(options.retry_policy), "retry_plan_id": None},
-                    _dry_verdict(deliveries[p.delivery.pk], now),
-                )
-                for p in candidates
-            ]
-            counts = {
-                "retryable_count": len(retryable),
-                "waiting_retry_count": sum(p.action == DecisionAction.WAIT for p in preview),
-                "suppressed_retry_count": sum(p.action == DecisionAction.SUPPRESS for p in preview),
-            }
+            judged, counts = self._judge_preview(now)
         selected = [decision for decision, (verdict, _) in judged if verdict == "send"]
         results = [
             RetryResult(decision=decision, skipped=reason) for decision, (_, reason) in judged
@@ -299,19 +261,58 @@ class Worker:
             "held_retry_count": len(judged) - len(selected) - skipped,
         }
         status = WorkerRunStatus.SUCCEEDED if selected else WorkerRunStatus.NO_WORK
-        with transaction.atomic(durable=True):
-            run = self._create_run(plan, now, dry_run=True)
-            evidence = self._finish_run(run, status=status, summary=summary, selected=selected)
+        run, evidence = worker_run_record_dry(
+            setup=self._run_setup(plan),
+            now=now,
+            ending=WorkerRunEnding(status=status, summary=summary, selected=selected),
+        )
         return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
 
-    def _create_run(self, plan, now, *, dry_run: bool) -> WorkerRun:
+    def _judge_plan(self, plan: RetryPlan, now) -> list[tuple[dict, tuple[str, str]]]:
+        """The plan's due decisions, each with its verdict."""
         options = self.options
-        return WorkerRun.objects.create(
-            dry_run=dry_run,
-            started_at=now,
-            heartbeat_at=now,
-            started_by=self.actor,
-            retry_plan=plan,
+        due = RetryDecision.objects.due(
+            now, retry_plan_id=options.retry_plan_id, providers=options.providers
+        ).select_related("plan", "delivery__alert__health", "delivery__connector__circuit")
+        return [
+            (retry_decision_serialize(d), _dry_verdict(d.delivery, now))
+            for d in due[: options.max_retry_deliveries]
+        ]
+
+    def _judge_preview(self, now) -> tuple[list[tuple[dict, tuple[str, str]]], dict]:
+        """With no plan named: the retries a plan made now would decide, each with its verdict,
+        and that plan's counts."""
+        options = self.options
+        preview = retry_plan_compute(
+            policy=options.retry_policy,
+            providers=list(options.providers),
+            health_id="",
+            now=now,
+        )
+        retryable = [p for p in preview if p.action == DecisionAction.RETRY]
+        candidates = retryable[: options.max_retry_deliveries]
+        deliveries = AlertDelivery.objects.select_related("connector__circuit").in_bulk(
+            [p.delivery.pk for p in candidates]
+        )
+        judged = [
+            (
+                {**p.as_dict(options.retry_policy), "retry_plan_id": None},
+                _dry_verdict(deliveries[p.delivery.pk], now),
+            )
+            for p in candidates
+        ]
+        counts = {
+            "retryable_count": len(retryable),
+            "waiting_retry_count": sum(p.action == DecisionAction.WAIT for p in preview),
+            "suppressed_retry_count": sum(p.action == DecisionAction.SUPPRESS for p in preview),
+        }
+        return judged, counts
+
+    def _run_setup(self, plan: RetryPlan | None) -> WorkerRunSetup:
+        options = self.options
+        return WorkerRunSetup(
+            actor=self.actor,
+            plan=plan,
             schedule=options.schedule,
             parameters={
                 "max_retry_deliveries": options.max_retry_deliveries,
@@ -322,115 +323,30 @@ class Worker:
             },
         )
 
+    def _create_run(self, plan, now, *, dry_run: bool) -> WorkerRun:
+        return worker_run_create(setup=self._run_setup(plan), now=now, dry_run=dry_run)
+
     def _batch_size(self) -> int:
         return min(
             self.options.batch_size or self.options.max_retry_deliveries,
             self.options.max_retry_deliveries,
         )
 
-    def _finish_run(
-        self, run: WorkerRun, *, status: str, summary: dict, selected: list
-    ) -> Evidence:
-        now = timezone.now()
-        run.status = status
-        run.finished_at = now
-        run.heartbeat_at = now
-        run.summary = summary
-        run.selected_retries = selected
-        run.save(
-            update_fields=["status", "finished_at", "heartbeat_at", "summary", "selected_retries"]
-        )
-        return evidence_append(
-            kind=MetadataKind.WORKER_RUN,
-            session_id=run.run_id,
-            signer=signer_of(self.actor),
-            subject=worker_run_serialize(run),
-            filters=EvidenceFilters(provider=",".join(self.options.providers), dry_run=run.dry_run),
-            decision_count=summary["selected_retry_count"],
-            blocked_count=summary["failed_count"] + summary["skipped_count"],
-            approval_required_count=summary["selected_retry_count"] if run.dry_run else 0,
-            now=now,
-        )
-
     def _claim(
         self, run: WorkerRun, limit: int
     ) -> tuple[list[tuple[ClaimedAttempt, dict]], list[RetryResult]]:
-        """Claim up to `limit` due decisions in one short transaction.
-
-        Lock order: pending decisions (SKIP LOCKED: another worker's claim is simply passed
-        over), then their deliveries, then the connectors' circuits. A decision whose delivery
-        changed is recorded as skipped; one whose connector's circuit is open stays pending.
-        The admitted decisions and their leases are taken with one statement each.
-        """
-        claims: list[tuple[ClaimedAttempt, dict]] = []
-        skipped: list[RetryResult] = []
-        admitted: list[RetryDecision] = []
-        now = timezone.now()
-        with transaction.atomic(durable=True):
-            decisions = list(
-                self._due_decisions(now)
-                .select_for_update(skip_locked=True, of=("self",))
-                .select_related("plan")
-                .defer("plan__policy", "plan__provider_filter")[:limit]
-            )
-            deliveries = {
-                d.pk: d
-                for d in AlertDelivery.objects.select_for_update(of=("self",))
-                .select_related("alert__health", "connector")
-                .only(*DELIVERY_LOCKED_FIELDS, "connector__enabled")
-                .filter(pk__in=[decision.delivery_id for decision in decisions])
-                .order_by("pk")
-            }
-            circuits_ensure([d.connector_id for d in deliveries.values()])
-            circuits = circuits_locked([d.connector_id for d in deliveries.values()])
-            for decision in decisions:
-                delivery = deliveries[decision.delivery_id]
-                decision.delivery = delivery
-                if delivery.lease_is_held(now):
-                    continue  # a manual retry is in flight; the decision stays pending
-                skip_reason = ""
-                if delivery.status == DeliveryStatus.DELIVERED:
-                    skip_reason = SkipReason.ALREADY_DELIVERED
-                elif delivery.status != DeliveryStatus.FAILED:
-                    skip_reason = SkipReason.NO_LONGER_FAILED
-                elif not delivery.connector.enabled:
-                    skip_reason = SkipReason.CONNECTOR_DISABLED
-                if skip_reason:
-                    record = execution_skip(
-                        delivery=delivery,
-                        decision=decision,
-                        actor=self.actor,
-                        reason=skip_reason,
-                        worker_run_pk=run.pk,
-                        now=now,
-                    )
-                    skipped.append(
-                        RetryResult(
-                            _decision_public(decision), execution=record, skipped=skip_reason
-                        )
-                    )
-                    continue
-                if not circuit_admit(circuits[delivery.connector_id], actor=self.actor, now=now):
-                    continue  # circuit open: the decision waits for the cool-down
-                admitted.append(decision)
-            if admitted:
-                WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=now)
-                RetryDecision.objects.filter(pk__in=[d.pk for d in admitted]).update(
-                    status=DecisionStatus.IN_FLIGHT, claimed_by_run=run
-                )
-                leases = attempts_claim(
-                    deliveries=[d.delivery for d in admitted],
-                    owner=run.run_id,
-                    trigger=ExecutionTrigger.RETRY,
-                    now=now,
-                    decision_pks=[d.pk for d in admitted],
-                    worker_run_pk=run.pk,
-                )
-                claims = [
-                    (claim, _decision_public(decision))
-                    for claim, decision in zip(leases, admitted, strict=True)
-                ]
-        return claims, skipped
+        """Claim up to `limit` due decisions; those whose delivery changed come back skipped."""
+        claims, skipped = worker_run_claim(
+            run=run,
+            actor=self.actor,
+            limit=limit,
+            retry_plan_id=self.options.retry_plan_id,
+            providers=self.options.providers,
+        )
+        return claims, [
+            RetryResult(decision, execution=record, skipped=record.skip_reason)
+            for decision, record in skipped
+        ]
 
     def _attempt(self, run: WorkerRun, claim: ClaimedAttempt, decision: dict) -> RetryResult:
         """One attempt on its own: renew the lease, send, record."""
@@ -446,10 +362,7 @@ class Worker:
         """
         renewed = [True] * len(claims)
         if renew:
-            # One commit for both: every commit waits for the disk.
-            with transaction.atomic(durable=True):
-                WorkerRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-                renewed = attempts_renew([claim for claim, _ in claims])
+            renewed = worker_run_renew(run=run, claims=[claim for claim, _ in claims])
         wave = Wave()
         for (claim, decision), held in zip(claims, renewed, strict=True):
             if held:
@@ -484,8 +397,7 @@ class Worker:
         return results
 
     def _run_live(self, plan, plan_public, plan_evidence) -> WorkerOutcome:
-        with transaction.atomic(durable=True):
-            run = self._create_run(plan, timezone.now(), dry_run=False)
+        run = worker_run_start(setup=self._run_setup(plan), now=timezone.now())
         results: list[RetryResult] = []
         stopped = False
         concurrency = max(1, self.options.send_concurrency)
@@ -521,113 +433,9 @@ class Worker:
                     previous = wave
                 if previous is not None:
                     emit(self._record_wave(run, previous))
-        statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
-        delivered = statuses.count(ExecutionStatus.DELIVERED)
-        # Taken by the connector but not confirmed (a Teams 202): not a failure of the run.
-        accepted = statuses.count(ExecutionStatus.ACCEPTED)
-        failed = statuses.count(ExecutionStatus.FAILED)
-        skipped_count = len(results) - delivered - accepted - failed
-        summary = {
-            "retryable_count": plan.retryable_count,
-            "waiting_retry_count": plan.waiting_count,
-            "suppressed_retry_count": plan.suppressed_count,
-            "selected_retry_count": len(results),
-            "delivered_count": delivered,
-            "accepted_count": accepted,
-            "failed_count": failed,
-            "skipped_count": skipped_count,
-            "stopped_early": stopped,
-        }
-        with transaction.atomic(durable=True):
-            run = (
-                WorkerRun.objects.select_for_update(of=("self",))
-                .select_related("started_by", "retry_plan")
-                .get(pk=run.pk)
-            )
-            evidence = self._finish_run(
-                run,
-                status=_run_status(delivered + accepted, failed, skipped_count, len(results)),
-                summary=summary,
-                selected=[r.decision for r in results],
-            )
+        ending = _live_ending(plan, results, stopped=stopped)
+        run, evidence = worker_run_finish(run=run, actor=self.actor, ending=ending)
         return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
-
-
-def attempts_release(claims: list[ClaimedAttempt]) -> None:
-    """Give claimed but unsent attempts back (the worker is stopping): the decisions return to
-    `pending` and the leases are cleared, so another worker takes them at once."""
-    with transaction.atomic(durable=True):
-        for claim in sorted(claims, key=lambda c: c.decision_pk):
-            RetryDecision.objects.filter(
-                pk=claim.decision_pk, status=DecisionStatus.IN_FLIGHT
-            ).update(status=DecisionStatus.PENDING, claimed_by_run=None)
-        for claim in sorted(claims, key=lambda c: c.delivery_pk):
-            AlertDelivery.objects.filter(
-                pk=claim.delivery_pk, lease_version=claim.lease_version
-            ).update(lease_owner="", leased_until=None)
-
-
-def worker_runs_reap(*, actor, now=None) -> list[str]:
-    """Mark live runs whose heartbeat is older than the attempt lease as `abandoned`.
-
-    Their in-flight decisions whose delivery lease has expired go back to `pending`, so the
-    next run claims them again. Each abandoned run gets its evidence row.
-    """
-    now = now or timezone.now()
-    stale_before = now - timedelta(seconds=settings.CAVRA_ATTEMPT_LEASE_SECONDS)
-    reaped = []
-    with transaction.atomic(durable=True):
-        # Lock only the run rows: PostgreSQL refuses FOR UPDATE on the nullable side of the
-        # outer join that select_related("retry_plan") adds.
-        stale_runs = list(
-            WorkerRun.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("started_by", "retry_plan")
-            .filter(status=WorkerRunStatus.RUNNING, dry_run=False, heartbeat_at__lt=stale_before)
-            .order_by("pk")
-        )
-        for run in stale_runs:
-            released_count = RetryDecision.objects.filter(
-                claimed_by_run=run, status=DecisionStatus.IN_FLIGHT
-            ).count()
-            run.status = WorkerRunStatus.ABANDONED
-            run.finished_at = max(now, run.started_at)
-            run.summary = {**run.summary, "in_flight_decision_count": released_count}
-            run.save(update_fields=["status", "finished_at", "summary"])
-            evidence_append(
-                kind=MetadataKind.WORKER_RUN,
-                session_id=run.run_id,
-                signer=signer_of(actor),
-                subject=worker_run_serialize(run),
-                filters=EvidenceFilters(dry_run=False),
-                decision_count=released_count,
-                blocked_count=released_count,
-                now=now,
-            )
-            reaped.append(run.run_id)
-        # In-flight decisions of runs that are no longer running, once their delivery's lease
-        # has expired, go back to `pending` for the next run to claim.
-        RetryDecision.objects.filter(status=DecisionStatus.IN_FLIGHT).exclude(
-            claimed_by_run__status=WorkerRunStatus.RUNNING
-        ).exclude(delivery__leased_until__gt=now).update(
-            status=DecisionStatus.PENDING, claimed_by_run=None
-        )
-    return reaped
-
-
-def worker_run_serialize(run: WorkerRun) -> dict:
-    return {
-        "run_id": run.run_id,
-        "dry_run": run.dry_run,
-        "status": run.status,
-        "started_at": isoformat(run.started_at),
-        "finished_at": isoformat(run.finished_at),
-        "started_by": run.started_by.get_username(),
-        "retry_plan_id": run.retry_plan.retry_plan_id if run.retry_plan_id else None,
-        "parameters": run.parameters,
-        "schedule": run.schedule,
-        "summary": run.summary,
-        "selected_retries": run.selected_retries,
-    }
 
 
 def worker_run_execute(*, actor, options: WorkerOptions, **hooks) -> WorkerOutcome:

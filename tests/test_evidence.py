@@ -478,7 +478,7 @@ def test_worker_dry_run_writes_no_run_when_its_evidence_fails(
     # given a plan with a due retry, and writing the run's evidence fails
     plan, _ = retry_plan_create(actor=operator, policy=RetryPolicy())
     ledger = _ledger()
-    monkeypatch.setattr("closure.worker.evidence_append", _evidence_fails)
+    monkeypatch.setattr("closure.services.worker_runs.evidence_append", _evidence_fails)
 
     # when a dry run reports what it would do
     with pytest.raises(EvidenceStoreDown):

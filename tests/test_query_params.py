@@ -8,12 +8,13 @@ read such as the health report or release readiness.
 
 import pytest
 
-from closure.api.evidence_views import EvidenceCheckpointFilterSet
-from closure.api.filtersets import (
+from closure.inputs.filtersets import (
     AcknowledgementFilterSet,
     AlertDeliveryFilterSet,
+    ClosureReviewFilterSet,
     ConnectorFilterSet,
     DeliveryEventFilterSet,
+    EvidenceCheckpointFilterSet,
     EvidenceFilterSet,
     ExecutionRecordFilterSet,
     HealthAlertFilterSet,
@@ -21,7 +22,6 @@ from closure.api.filtersets import (
     RetryPlanFilterSet,
     WorkerRunFilterSet,
 )
-from closure.api.final_reporting import ClosureReviewFilterSet
 from closure.roles import AUDITORS, OPERATORS, PLATFORM_OWNERS
 from tests.conftest import A, B, assert_problem, client_for
 from tests.factories import make_event, make_user

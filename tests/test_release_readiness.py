@@ -12,9 +12,9 @@ from closure.evidence.canonical import canonical_json, isoformat, sha256_hex
 from closure.evidence.chain import chain_hash, checkpoint_message, key_id, public_key_b64, sign
 from closure.evidence.ledger import evidence_envelope
 from closure.models import Evidence, EvidenceCheckpoint
-from closure.ops.lockout import login_lockout_record
-from closure.readiness import release_readiness, runbook_build, runbook_markdown
+from closure.selectors.readiness import release_readiness, runbook_build, runbook_markdown
 from closure.services.evidence import evidence_checkpoint_create
+from closure.services.security import login_lockout_record
 from tests.conftest import A, B, assert_invalid, client_for, closure_counts
 from tests.factories import (
     make_alert,

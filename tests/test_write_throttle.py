@@ -16,9 +16,9 @@ from django.test import Client
 
 from closure.choices import MetadataKind
 from closure.models import ApiToken, Connector, Evidence, HealthReport
-from closure.ops.lockout import address_fingerprint
 from closure.roles import PLATFORM_OWNERS
 from closure.services.connectors import connector_save
+from closure.services.security import address_fingerprint
 from tests.conftest import A, assert_problem, client_for, closure_counts
 from tests.factories import make_connector, make_user
 

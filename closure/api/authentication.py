@@ -1,16 +1,11 @@
 """Bearer-token authentication for REST clients, against hashed, expiring tokens."""
 
-from datetime import timedelta
-
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from closure.models import ApiToken
 from closure.models.accounts import hash_token
-
-# `last_used_at` is recorded to this precision: a busy client costs one write a minute, not one
-# per request (reads stay reads).
-LAST_USE_PRECISION = timedelta(minutes=1)
+from closure.services.tokens import api_token_touch
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -32,8 +27,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         now = timezone.now()
         if token is None or not token.is_usable(now) or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
-        if token.last_used_at is None or now - token.last_used_at >= LAST_USE_PRECISION:
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        api_token_touch(token=token, now=now)
         return token.user, token
 
     def authenticate_header(self, request):

@@ -5,61 +5,25 @@
 auditor needs to verify offline. `GET /api/v1/evidence/verify/` lives with the evidence list.
 """
 
-import django_filters as filters
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from closure.api.fields import (
-    AwareDateTimeField,
-    StrictBooleanField,
-    StrictCharField,
-    StrictIntegerField,
-    StrictSerializer,
-)
+from closure.api import schema as api_schema
 from closure.api.idempotency import REPLAYED_HEADER, IdempotencyKeyMixin
 from closure.api.permissions import requires
 from closure.api.renderers import ZipRenderer
 from closure.api.views import ApiLoginMixin
-from closure.choices import MetadataKind
 from closure.evidence.export import ExportFilter, ExportPlan, export_zip_chunks
 from closure.evidence.signing import public_key_info
+from closure.inputs.filtersets import EvidenceCheckpointFilterSet
+from closure.inputs.serializers import EvidenceExportInputSerializer
 from closure.models import EvidenceCheckpoint
 from closure.services.evidence import checkpoint_serialize, evidence_export_start
-
-
-class EvidenceExportInputSerializer(StrictSerializer):
-    format = serializers.ChoiceField(choices=["jsonl", "csv"], default="jsonl")
-    metadata_kind = serializers.ChoiceField(
-        choices=MetadataKind.choices, required=False, allow_null=True, default=None
-    )
-    session_id = StrictCharField(max_length=80, required=False, allow_null=True, default=None)
-    health_id = StrictCharField(max_length=64, required=False, allow_null=True, default=None)
-    provider = StrictCharField(max_length=1000, required=False, allow_null=True, default=None)
-    execution_status = StrictCharField(max_length=16, required=False, allow_null=True, default=None)
-    signer = StrictCharField(max_length=150, required=False, allow_null=True, default=None)
-    dry_run = StrictBooleanField(required=False, allow_null=True, default=None)
-    created_after = AwareDateTimeField(required=False, allow_null=True, default=None)
-    created_before = AwareDateTimeField(required=False, allow_null=True, default=None)
-    sequence_from = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
-    sequence_to = StrictIntegerField(min_value=1, required=False, allow_null=True, default=None)
-    # Reproduce an earlier export: cut the ledger at this sequence (default: the head now).
-    through_sequence = StrictIntegerField(
-        min_value=0, required=False, allow_null=True, default=None
-    )
-
-    def validate(self, attrs):
-        after, before = attrs["created_after"], attrs["created_before"]
-        if after and before and after >= before:
-            raise serializers.ValidationError(
-                {"created_before": ["Must be later than created_after."]}
-            )
-        low, high = attrs["sequence_from"], attrs["sequence_to"]
-        if low and high and low > high:
-            raise serializers.ValidationError({"sequence_to": ["Must not be below sequence_from."]})
-        return attrs
 
 
 def zip_response(plan: ExportPlan) -> StreamingHttpResponse:
@@ -70,6 +34,16 @@ def zip_response(plan: ExportPlan) -> StreamingHttpResponse:
     return response
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=EvidenceExportInputSerializer,
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The bundle: data file and signed manifest."
+            )
+        },
+    )
+)
 class EvidenceExportView(IdempotencyKeyMixin, ApiLoginMixin, APIView):
     """Records the export as evidence, then streams the bundle as a ZIP.
 
@@ -107,6 +81,7 @@ class EvidenceExportView(IdempotencyKeyMixin, ApiLoginMixin, APIView):
         return zip_response(plan)
 
 
+@extend_schema_view(get=extend_schema(responses={200: api_schema.PUBLIC_KEY_RESPONSE}))
 class EvidencePublicKeyView(ApiLoginMixin, APIView):
     """The public half of the signing key, and the key IDs whose checkpoints verify."""
 
@@ -119,16 +94,6 @@ class EvidencePublicKeyView(ApiLoginMixin, APIView):
 class EvidenceCheckpointSerializer(serializers.BaseSerializer):
     def to_representation(self, instance: EvidenceCheckpoint) -> dict:
         return checkpoint_serialize(instance)
-
-
-class EvidenceCheckpointFilterSet(filters.FilterSet):
-    key_id = filters.CharFilter()
-    checkpointed_after = filters.IsoDateTimeFilter(field_name="checkpointed_at", lookup_expr="gte")
-    checkpointed_before = filters.IsoDateTimeFilter(field_name="checkpointed_at", lookup_expr="lt")
-
-    class Meta:
-        model = EvidenceCheckpoint
-        fields = ["key_id"]
 
 
 class EvidenceCheckpointListView(ApiLoginMixin, generics.ListAPIView):

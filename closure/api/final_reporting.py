@@ -5,38 +5,33 @@ Paths under B = /runtime/go-pilot/rollback-drill-notifications/acknowledgements/
 `GET B/final-reporting-release-readiness`, `POST B/final-reporting-operator-runbook-export`.
 """
 
-import django_filters as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from closure.api.fields import StrictCharField, StrictSerializer
+from closure.api import schema as api_schema
 from closure.api.permissions import requires, requires_any
 from closure.api.renderers import MarkdownRenderer
 from closure.api.serializers import UsernameField
 from closure.api.views import ActionView, evidence_for, query_bool
-from closure.choices import ClosureState, MetadataKind, ReviewDecision
+from closure.choices import MetadataKind
 from closure.evidence.ledger import evidence_envelope
+from closure.inputs.filtersets import ClosureReviewFilterSet
+from closure.inputs.serializers import ClosureReviewInputSerializer, RunbookExportInputSerializer
 from closure.models import ClosureReview
-from closure.readiness import release_readiness
+from closure.selectors.readiness import release_readiness
 from closure.services.errors import NotFound
 from closure.services.readiness import runbook_export
 from closure.services.reviews import closure_review_create, closure_review_serialize
 
-# -- serializers and filters --------------------------------------------------------------------
-
-
-class ClosureReviewInputSerializer(StrictSerializer):
-    decision = serializers.ChoiceField(choices=ReviewDecision.choices)
-    # risk code → why the risk is accepted; required for every open risk of accept_open_risks.
-    risk_notes = serializers.DictField(
-        child=StrictCharField(max_length=4000, allow_blank=True), required=False, default=dict
-    )
-    note = StrictCharField(max_length=4000, required=False, allow_blank=True, default="")
-
-
-class RunbookExportInputSerializer(StrictSerializer):
-    """No options: the runbook is built from the current state."""
+# -- serializers ------------------------------------------------------------------------------
 
 
 class ClosureReviewSerializer(serializers.ModelSerializer):
@@ -60,21 +55,14 @@ class ClosureReviewSerializer(serializers.ModelSerializer):
         ]
 
 
-class ClosureReviewFilterSet(filters.FilterSet):
-    decision = filters.ChoiceFilter(choices=ReviewDecision.choices)
-    closure_state = filters.ChoiceFilter(choices=ClosureState.choices)
-    reviewer = filters.CharFilter(field_name="reviewer__username")
-    reviewed_after = filters.IsoDateTimeFilter(field_name="reviewed_at", lookup_expr="gte")
-    reviewed_before = filters.IsoDateTimeFilter(field_name="reviewed_at", lookup_expr="lt")
-
-    class Meta:
-        model = ClosureReview
-        fields = ["decision", "closure_state", "reviewer"]
-
-
 # -- views --------------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=ClosureReviewInputSerializer, responses={201: api_schema.REVIEW_RESPONSE}
+    )
+)
 class ClosureReviewView(ActionView, generics.ListAPIView):
     """`POST` records a review (needs `review_closure`); `GET` lists them, newest first."""
 
@@ -95,16 +83,14 @@ class ClosureReviewView(ActionView, generics.ListAPIView):
             risk_notes=dict(data["risk_notes"]),
             note=data["note"],
         )
-        return Response(
-            {
-                "review": closure_review_serialize(review),
-                "metadata": evidence_for(MetadataKind.CLOSURE_REVIEW, review.review_id),
-                "actor": self.actor(),
-            },
-            status=status.HTTP_201_CREATED,
+        return self.changed(
+            {"review": closure_review_serialize(review)},
+            kind=MetadataKind.CLOSURE_REVIEW,
+            session_id=review.review_id,
         )
 
 
+@extend_schema_view(get=extend_schema(responses={200: api_schema.REVIEW_READ_RESPONSE}))
 class ClosureReviewDetailView(ActionView):
     query_parameters = ()
     permission_classes = [requires("closure.view_closurereview")]
@@ -123,6 +109,19 @@ class ClosureReviewDetailView(ActionView):
         )
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "full",
+                OpenApiTypes.BOOL,
+                description="Verify the whole evidence chain, not only the rows after "
+                "the latest signed checkpoint",
+            )
+        ],
+        responses={200: api_schema.READINESS_RESPONSE},
+    )
+)
 class ReleaseReadinessView(ActionView):
     """No side effects: reads the dashboard, the latest review and the evidence chain (from the
     latest signed checkpoint on; `?full=true` verifies the whole chain)."""
@@ -137,6 +136,15 @@ class ReleaseReadinessView(ActionView):
         return Response(release_readiness(full=query_bool(request, "full")))
 
 
+@extend_schema_view(
+    post=extend_schema(
+        request=RunbookExportInputSerializer,
+        responses={
+            (201, "application/json"): api_schema.RUNBOOK_RESPONSE,
+            (201, "text/markdown"): OpenApiResponse(OpenApiTypes.STR),
+        },
+    )
+)
 class RunbookExportView(ActionView):
     """Records the readiness summary and the runbook export as evidence; answers JSON, or the
     runbook as a Markdown attachment with `?format=markdown` or `Accept: text/markdown`."""

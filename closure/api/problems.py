@@ -11,10 +11,8 @@ from rest_framework.views import exception_handler
 
 from closure.api.filtering import UnknownQueryParameter
 from closure.api.parsers import DuplicateKey, InvalidUnicode, TooDeeplyNested
+from closure.ops.problems import PROBLEM_CONTENT_TYPE, database_unavailable_problem, problem_body
 from closure.services.errors import ServiceError
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://cavra.invalid/problems/"
 
 # Subclasses before their base: the first class that matches gives the code.
 _CODES = {
@@ -67,49 +65,37 @@ def _without_nul(text: str) -> str:
 
 def problem_response(
     *,
-    status_code: int,
+    status: int,
     code: str,
     title: str,
     detail: str,
     errors: dict | None = None,
     headers: dict | None = None,
 ) -> Response:
-    body = {
-        "type": PROBLEM_TYPE_BASE + code.replace("_", "-"),
-        "title": title,
-        "status": status_code,
-        "detail": _without_nul(detail),
-        "code": code,
-    }
+    body = problem_body(status=status, code=code, title=title, detail=_without_nul(detail))
     if errors:
         body["errors"] = {
             _without_nul(path): [_without_nul(str(message)) for message in messages]
             for path, messages in errors.items()
         }
-    return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+    return Response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
 def problem_exception_handler(exc, context):
     if isinstance(exc, OperationalError | InterfaceError):
         # The database went away (or refused us): nothing was committed, the client may retry.
-        return problem_response(
-            status_code=503,
-            code="database_unavailable",
-            title="Service unavailable",
-            detail="The database is unavailable. Nothing was changed; retry later.",
-            headers={"Retry-After": str(settings.CAVRA_DB_UNAVAILABLE_RETRY_AFTER)},
-        )
+        return problem_response(**database_unavailable_problem())
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return problem_response(
-            status_code=413,
+            status=413,
             code="request_too_large",
             title="Request body too large",
             detail=f"The request body is larger than {limit} bytes, the most this server reads.",
         )
     if isinstance(exc, ServiceError):
         return problem_response(
-            status_code=exc.status,
+            status=exc.status,
             code=exc.code,
             title=exc.title,
             detail=exc.detail,
@@ -138,7 +124,7 @@ def problem_exception_handler(exc, context):
         if k in ("WWW-Authenticate", "Retry-After", "Allow")
     }
     return problem_response(
-        status_code=response.status_code,
+        status=response.status_code,
         code=code,
         title=title,
         detail=detail,

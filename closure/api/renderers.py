@@ -7,7 +7,7 @@ from django.http import Http404
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
-from closure.readiness import runbook_markdown
+from closure.selectors.readiness import runbook_markdown
 
 
 class MarkdownRenderer(BaseRenderer):

@@ -259,5 +259,37 @@ VERIFY_RESPONSE = envelope(
     ),
 )
 
-
-from closure.api import schema_extensions  # noqa: E402,F401  (registers the view hints)
+REVIEW_RESPONSE = envelope(
+    "ClosureReviewResponse", review=_object(), metadata=EVIDENCE, actor=ACTOR
+)
+REVIEW_READ_RESPONSE = envelope("ClosureReviewReadResponse", review=_object(), metadata=EVIDENCE)
+READINESS_RESPONSE = envelope(
+    "ReleaseReadiness",
+    schema_version=serializers.CharField(),
+    generated_at=serializers.DateTimeField(),
+    readiness_state=serializers.ChoiceField(choices=["ready", "blocked"]),
+    release_decision=serializers.CharField(),
+    release_decision_reason=serializers.CharField(),
+    passed_count=serializers.IntegerField(),
+    failed_count=serializers.IntegerField(),
+    checks=serializers.ListField(child=_object()),
+    closure=_object(),
+)
+RUNBOOK_RESPONSE = envelope(
+    "RunbookExportResponse",
+    runbook=_object(),
+    readiness=_object(),
+    markdown_sha256=serializers.CharField(),
+    metadata=EVIDENCE,
+    readiness_metadata=EVIDENCE,
+    downloads=_object(),
+    actor=ACTOR,
+)
+PUBLIC_KEY_RESPONSE = envelope(
+    "EvidencePublicKey",
+    algorithm=serializers.CharField(),
+    key_id=serializers.CharField(),
+    public_key=serializers.CharField(),
+    derived_development_key=serializers.BooleanField(),
+    trusted_key_ids=serializers.ListField(child=serializers.CharField()),
+)

@@ -1,199 +1,15 @@
-"""Input serializers for the actions and output serializers for the resource lists."""
+"""Output serializers of the resource lists: the listed fields of each record."""
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from closure.api.fields import (
-    AwareDateTimeField,
-    StrictBooleanField,
-    StrictCharField,
-    StrictFloatField,
-    StrictIntegerField,
-    StrictSerializer,
-)
-from closure.choices import (
-    EVENT_STATUSES_BY_KIND,
-    AcknowledgementState,
-    EventKind,
-    EventStatus,
-)
-from closure.evidence.canonical import canonical_json
+from closure import models
 from closure.evidence.ledger import evidence_envelope
-from closure.models import (
-    Acknowledgement,
-    AlertDelivery,
-    Connector,
-    DeliveryEvent,
-    Evidence,
-    ExecutionRecord,
-    HealthAlert,
-    HealthReport,
-    RetryDecision,
-    RetryPlan,
-    WorkerRun,
-)
-from closure.services.events import MAX_BATCH
-from closure.services.health import HealthParameters
-from closure.services.retries import RetryPolicy
-
-MAX_DETAILS_BYTES = 4096
-
-# -- inputs -----------------------------------------------------------------------------------
-
-
-def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
-
-
-class DeliveryEventInputSerializer(StrictSerializer):
-    # At most 80: the ingest's evidence row is named by its batch's first event_id, and an
-    # evidence session_id holds 80 characters (a longer id was a database error on PostgreSQL).
-    event_id = StrictCharField(max_length=80)
-    kind = serializers.ChoiceField(choices=EventKind.choices)
-    status = serializers.ChoiceField(choices=EventStatus.choices)
-    occurred_at = AwareDateTimeField(max_days_ahead=1)
-    provider = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
-    run_id = StrictCharField(max_length=128, required=False, allow_blank=True, default="")
-    executive_report_id = StrictCharField(
-        max_length=128, required=False, allow_blank=True, default=""
-    )
-    schedule_enabled = StrictBooleanField(required=False, allow_null=True, default=None)
-    details = serializers.DictField(required=False, default=dict)
-
-    def validate_details(self, value):
-        encoded = canonical_json(value)
-        if len(encoded) > MAX_DETAILS_BYTES:
-            raise serializers.ValidationError(f"At most {MAX_DETAILS_BYTES} bytes of JSON.")
-        # PostgreSQL's jsonb cannot hold a NUL character (it was a database error there).
-        if _has_nul(value):
-            raise serializers.ValidationError("Must not contain NUL characters.")
-        return value
-
-    def validate(self, attrs):
-        allowed = EVENT_STATUSES_BY_KIND[attrs["kind"]]
-        if attrs["status"] not in allowed:
-            raise serializers.ValidationError(
-                {"status": [f"A {attrs['kind']} event is one of: {', '.join(sorted(allowed))}."]}
-            )
-        return attrs
-
-
-class DeliveryEventBatchInputSerializer(StrictSerializer):
-    events = DeliveryEventInputSerializer(
-        many=True, allow_empty=False, min_length=1, max_length=MAX_BATCH
-    )
-
-
-class HealthBuildInputSerializer(StrictSerializer):
-    expected_interval_minutes = StrictIntegerField(
-        min_value=1, max_value=10080, default=HealthParameters.expected_interval_minutes
-    )
-    stale_metadata_minutes = StrictIntegerField(
-        min_value=1, max_value=43200, default=HealthParameters.stale_metadata_minutes
-    )
-
-
-class AlertDeliverInputSerializer(StrictSerializer):
-    health_id = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
-    provider = StrictCharField(max_length=1000, required=False, default="all")
-    force = StrictBooleanField(required=False, default=False)
-    suppression_window_minutes = StrictIntegerField(
-        min_value=0, max_value=10080, required=False, default=60
-    )
-
-
-class AcknowledgementInputSerializer(StrictSerializer):
-    provider = StrictCharField(max_length=64)
-    acknowledgement_state = serializers.ChoiceField(
-        choices=AcknowledgementState.choices, default=AcknowledgementState.ACKNOWLEDGED
-    )
-    external_ref = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
-    notes = StrictCharField(max_length=4000, required=False, allow_blank=True, default="")
-
-
-class WaiveInputSerializer(StrictSerializer):
-    reason = StrictCharField(max_length=2000)
-
-
-class ManualRetryInputSerializer(StrictSerializer):
-    timeout_seconds = StrictIntegerField(min_value=1, max_value=30, required=False, default=10)
-
-
-class RetryPolicyInputSerializer(StrictSerializer):
-    max_retry_attempts = StrictIntegerField(min_value=1, max_value=50, default=3)
-    retry_delay_minutes = StrictFloatField(min_value=0, max_value=10080, default=15)
-    backoff_multiplier = StrictFloatField(min_value=1.0, max_value=10.0, default=2.0)
-    allow_immediate_retry = StrictBooleanField(default=False)
-    max_delay_minutes = StrictFloatField(min_value=0, max_value=43200, default=1440)
-
-    def validate(self, attrs):
-        if attrs["retry_delay_minutes"] < 1 and not attrs["allow_immediate_retry"]:
-            raise serializers.ValidationError(
-                {
-                    "retry_delay_minutes": [
-                        "Must be at least 1 unless allow_immediate_retry is true."
-                    ]
-                }
-            )
-        if attrs["max_delay_minutes"] < attrs["retry_delay_minutes"]:
-            raise serializers.ValidationError(
-                {"max_delay_minutes": ["Must not be less than retry_delay_minutes."]}
-            )
-        return attrs
-
-    def to_policy(self) -> RetryPolicy:
-        return RetryPolicy(**self.validated_data)
-
-
-class RetryPlanInputSerializer(StrictSerializer):
-    retry_policy = RetryPolicyInputSerializer(required=False)
-    provider = StrictCharField(max_length=1000, required=False, allow_blank=True, default="")
-    health_id = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
-
-
-class ScheduleInputSerializer(StrictSerializer):
-    interval_minutes = StrictIntegerField(min_value=1, max_value=10080, required=False)
-    cadence = StrictCharField(max_length=64, required=False)
-    enabled = StrictBooleanField(required=False)
-
-
-class WorkerRunInputSerializer(StrictSerializer):
-    execute = StrictBooleanField(required=False, default=False)
-    dry_run = StrictBooleanField(required=False)
-    retry_plan_id = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
-    retry_policy = RetryPolicyInputSerializer(required=False)
-    max_retry_deliveries = StrictIntegerField(min_value=1, max_value=500, default=25)
-    provider = StrictCharField(max_length=1000, required=False, allow_blank=True, default="")
-    timeout_seconds = StrictIntegerField(min_value=1, max_value=30, default=10)
-    schedule = ScheduleInputSerializer(required=False)
-
-    def validate(self, attrs):
-        dry_run = attrs.get("dry_run")
-        if dry_run is not None and dry_run == attrs["execute"]:
-            raise serializers.ValidationError(
-                {
-                    "dry_run": [
-                        "Contradicts execute: a live run needs execute=true (and dry_run false "
-                        "or absent); a dry run needs execute false or absent."
-                    ]
-                }
-            )
-        if attrs.get("retry_plan_id") and "retry_policy" in attrs:
-            raise serializers.ValidationError(
-                {"retry_policy": ["Give either retry_plan_id or retry_policy, not both."]}
-            )
-        return attrs
-
-
-# -- outputs ----------------------------------------------------------------------------------
+from closure.services.attempts import execution_serialize
+from closure.services.events import EVENT_BODY_FIELDS
+from closure.services.worker_runs import worker_run_serialize
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -206,27 +22,15 @@ class DeliveryEventSerializer(serializers.ModelSerializer):
     ingested_by = UsernameField(read_only=True)
 
     class Meta:
-        model = DeliveryEvent
-        fields = [
-            "event_id",
-            "kind",
-            "status",
-            "occurred_at",
-            "provider",
-            "run_id",
-            "executive_report_id",
-            "schedule_enabled",
-            "details",
-            "ingested_at",
-            "ingested_by",
-        ]
+        model = models.DeliveryEvent
+        fields = [*EVENT_BODY_FIELDS, "ingested_at", "ingested_by"]
 
 
 class HealthReportSerializer(serializers.ModelSerializer):
     generated_by = UsernameField(read_only=True)
 
     class Meta:
-        model = HealthReport
+        model = models.HealthReport
         fields = [
             "health_id",
             "generated_at",
@@ -245,7 +49,7 @@ class ConnectorSerializer(serializers.ModelSerializer):
     config_set = serializers.SerializerMethodField()
 
     class Meta:
-        model = Connector
+        model = models.Connector
         fields = [
             "name",
             "kind",
@@ -266,7 +70,7 @@ class ConnectorSerializer(serializers.ModelSerializer):
 
 class DeliverySummarySerializer(serializers.ModelSerializer):
     class Meta:
-        model = AlertDelivery
+        model = models.AlertDelivery
         fields = ["delivery_id", "provider", "status", "attempt_count"]
 
 
@@ -276,7 +80,7 @@ class HealthAlertSerializer(serializers.ModelSerializer):
     deliveries = DeliverySummarySerializer(many=True, read_only=True)
 
     class Meta:
-        model = HealthAlert
+        model = models.HealthAlert
         fields = [
             "alert_id",
             "health_id",
@@ -295,7 +99,7 @@ class AlertDeliverySerializer(serializers.ModelSerializer):
     in_flight = serializers.SerializerMethodField()
 
     class Meta:
-        model = AlertDelivery
+        model = models.AlertDelivery
         fields = [
             "delivery_id",
             "alert_id",
@@ -324,7 +128,7 @@ class AcknowledgementSerializer(serializers.ModelSerializer):
     acknowledged_by = UsernameField(read_only=True)
 
     class Meta:
-        model = Acknowledgement
+        model = models.Acknowledgement
         fields = [
             "ack_id",
             "alert_id",
@@ -349,7 +153,7 @@ class RetryDecisionSerializer(serializers.ModelSerializer):
     )
 
     class Meta:
-        model = RetryDecision
+        model = models.RetryDecision
         fields = [
             "retry_plan_id",
             "delivery_id",
@@ -376,7 +180,7 @@ class RetryPlanSerializer(serializers.ModelSerializer):
     health_id = serializers.CharField(source="health_filter", read_only=True)
 
     class Meta:
-        model = RetryPlan
+        model = models.RetryPlan
         fields = [
             "retry_plan_id",
             "generated_at",
@@ -392,6 +196,8 @@ class RetryPlanSerializer(serializers.ModelSerializer):
         ]
 
 
+# A worker run as every answer shows it is `worker_run_serialize`, the one representation; the
+# fields below describe it to the schema (tests/test_output_representation.py keeps them equal).
 class WorkerRunSerializer(serializers.ModelSerializer):
     started_by = UsernameField(read_only=True)
     retry_plan_id = serializers.CharField(
@@ -399,7 +205,7 @@ class WorkerRunSerializer(serializers.ModelSerializer):
     )
 
     class Meta:
-        model = WorkerRun
+        model = models.WorkerRun
         fields = [
             "run_id",
             "dry_run",
@@ -414,7 +220,13 @@ class WorkerRunSerializer(serializers.ModelSerializer):
             "selected_retries",
         ]
 
+    def to_representation(self, instance):
+        return worker_run_serialize(instance)
 
+
+# An execution record as every answer and its evidence show it is `execution_serialize`, the one
+# representation; the fields below describe it to the schema (tests/test_output_representation.py
+# keeps them equal).
 class ExecutionRecordSerializer(serializers.ModelSerializer):
     executed_by = UsernameField(read_only=True)
     worker_run_id = serializers.CharField(
@@ -426,10 +238,10 @@ class ExecutionRecordSerializer(serializers.ModelSerializer):
     health_id = serializers.CharField(source="delivery.alert.health.health_id", read_only=True)
     alert_id = serializers.CharField(source="delivery.alert.alert_id", read_only=True)
     delivery_id = serializers.CharField(source="delivery.delivery_id", read_only=True)
-    public_evidence_refs = serializers.SerializerMethodField()
+    public_evidence_refs = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
-        model = ExecutionRecord
+        model = models.ExecutionRecord
         fields = [
             "execution_id",
             "execution_status",
@@ -454,9 +266,8 @@ class ExecutionRecordSerializer(serializers.ModelSerializer):
             "public_evidence_refs",
         ]
 
-    def get_public_evidence_refs(self, record) -> list[str]:
-        alert = record.delivery.alert
-        return [alert.health.health_id, alert.alert_id, record.delivery.delivery_id]
+    def to_representation(self, instance):
+        return execution_serialize(instance)
 
 
 class EvidenceSerializer(serializers.Serializer):
@@ -481,5 +292,5 @@ class EvidenceSerializer(serializers.Serializer):
     previous_hash = serializers.CharField()
     chain_hash = serializers.CharField()
 
-    def to_representation(self, instance: Evidence) -> dict:
+    def to_representation(self, instance: models.Evidence) -> dict:
         return evidence_envelope(instance)

@@ -18,10 +18,17 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from closure import models
 from closure.api import schema as api_schema
 from closure.api import serializers as s
 from closure.api.filtering import refuse_unknown_query_parameters
-from closure.api.filtersets import (
+from closure.api.idempotency import REPLAYED_HEADER, IdempotencyKeyMixin
+from closure.api.permissions import requires
+from closure.choices import MetadataKind
+from closure.evidence.ledger import evidence_envelope, evidence_verify, evidence_written
+from closure.evidence.records import evidence_records_verify, verification_body
+from closure.inputs import serializers as i
+from closure.inputs.filtersets import (
     AcknowledgementFilterSet,
     AlertDeliveryFilterSet,
     ConnectorFilterSet,
@@ -32,24 +39,6 @@ from closure.api.filtersets import (
     HealthReportFilterSet,
     RetryPlanFilterSet,
     WorkerRunFilterSet,
-)
-from closure.api.idempotency import REPLAYED_HEADER, IdempotencyKeyMixin
-from closure.api.permissions import requires
-from closure.choices import MetadataKind
-from closure.evidence.ledger import evidence_envelope, evidence_verify
-from closure.evidence.records import evidence_records_verify, verification_body
-from closure.models import (
-    Acknowledgement,
-    AlertDelivery,
-    Connector,
-    DeliveryEvent,
-    Evidence,
-    ExecutionRecord,
-    HealthAlert,
-    HealthReport,
-    RetryDecision,
-    RetryPlan,
-    WorkerRun,
 )
 from closure.selectors import alert_dashboard, closure_dashboard
 from closure.services.alerts import (
@@ -69,7 +58,8 @@ from closure.services.health import (
     health_report_serialize,
 )
 from closure.services.retries import RetryPolicy, retry_plan_create
-from closure.worker import WorkerOptions, worker_run_execute, worker_run_serialize
+from closure.services.worker_runs import worker_run_serialize
+from closure.worker import WorkerOptions, worker_run_execute
 
 
 class ApiLoginMixin:
@@ -136,9 +126,36 @@ class ActionView(IdempotencyKeyMixin, ApiLoginMixin, APIView):
         summary["authentication"] = "token" if self.request.auth is not None else "session"
         return summary
 
+    def dispatch(self, request, *args, **kwargs):
+        # The evidence rows the request's service writes, so its answer needs no re-read.
+        with evidence_written() as self.written:
+            return super().dispatch(request, *args, **kwargs)
+
+    def written_envelope(self, kind: str, session_id: str) -> dict:
+        """The envelope of the evidence row this request's service wrote for `session_id`."""
+        row = next(
+            row
+            for row in reversed(self.written)
+            if row.metadata_kind == kind and row.session_id == session_id
+        )
+        return evidence_envelope(row)
+
+    def changed(
+        self,
+        body: dict,
+        *,
+        kind: str,
+        session_id: str | None,
+        status_code: int = status.HTTP_201_CREATED,
+    ) -> Response:
+        """The answer to a change: what changed, its evidence envelope (none without a
+        `session_id`) and who changed it."""
+        metadata = self.written_envelope(kind, session_id) if session_id else None
+        return Response({**body, "metadata": metadata, "actor": self.actor()}, status=status_code)
+
 
 def evidence_for(kind: str, session_id: str) -> dict | None:
-    row = Evidence.objects.filter(metadata_kind=kind, session_id=session_id).first()
+    row = models.Evidence.objects.filter(metadata_kind=kind, session_id=session_id).first()
     return evidence_envelope(row) if row else None
 
 
@@ -159,7 +176,7 @@ def query_bool(request, name: str) -> bool:
 
 @extend_schema_view(
     post=extend_schema(
-        request=s.DeliveryEventBatchInputSerializer,
+        request=i.DeliveryEventBatchInputSerializer,
         responses={201: api_schema.INGEST_RESPONSE, 200: api_schema.INGEST_RESPONSE},
     )
 )
@@ -167,7 +184,7 @@ class DeliveryEventIngestView(ActionView):
     permission_classes = [requires("closure.add_deliveryevent")]
 
     def post(self, request):
-        data = self.validated(s.DeliveryEventBatchInputSerializer)
+        data = self.validated(i.DeliveryEventBatchInputSerializer)
         result = delivery_events_ingest(actor=request.user, events=data["events"])
         code = status.HTTP_201_CREATED if result["created"] else status.HTTP_200_OK
         return Response({**result, "actor": self.actor()}, status=code)
@@ -181,7 +198,7 @@ class DeliveryEventIngestView(ActionView):
         responses={200: api_schema.HEALTH_READ_RESPONSE},
     ),
     post=extend_schema(
-        request=s.HealthBuildInputSerializer, responses={201: api_schema.HEALTH_RESPONSE}
+        request=i.HealthBuildInputSerializer, responses={201: api_schema.HEALTH_RESPONSE}
     ),
 )
 class HealthView(ActionView):
@@ -203,7 +220,7 @@ class HealthView(ActionView):
             }
             return Response({"health": health, "preview": True, "stored": False})
         report = (
-            HealthReport.objects.select_related("generated_by")
+            models.HealthReport.objects.select_related("generated_by")
             .order_by("-generated_at", "-id")
             .first()
         )
@@ -217,21 +234,18 @@ class HealthView(ActionView):
         )
 
     def post(self, request):
-        data = self.validated(s.HealthBuildInputSerializer)
+        data = self.validated(i.HealthBuildInputSerializer)
         report = health_report_build(actor=request.user, parameters=HealthParameters(**data))
-        return Response(
-            {
-                "health": health_report_serialize(report),
-                "metadata": evidence_for(MetadataKind.HEALTH, report.health_id),
-                "actor": self.actor(),
-            },
-            status=status.HTTP_201_CREATED,
+        return self.changed(
+            {"health": health_report_serialize(report)},
+            kind=MetadataKind.HEALTH,
+            session_id=report.health_id,
         )
 
 
 @extend_schema_view(
     post=extend_schema(
-        request=s.AlertDeliverInputSerializer,
+        request=i.AlertDeliverInputSerializer,
         responses={201: api_schema.ALERT_SEND_RESPONSE, 200: api_schema.ALERT_SEND_RESPONSE},
     )
 )
@@ -239,7 +253,7 @@ class AlertDeliverView(ActionView):
     permission_classes = [requires("closure.add_healthalert")]
 
     def post(self, request):
-        data = self.validated(s.AlertDeliverInputSerializer)
+        data = self.validated(i.AlertDeliverInputSerializer)
         result = health_alert_send(
             actor=request.user,
             health_id=data["health_id"] or None,
@@ -280,7 +294,7 @@ class AlertDeliverView(ActionView):
                     }
                     for delivery, record in result.attempts
                 ],
-                "metadata": evidence_for(MetadataKind.ALERT_PLAN, alert.alert_id),
+                "metadata": self.written_envelope(MetadataKind.ALERT_PLAN, alert.alert_id),
                 "success": result.success,
                 "actor": self.actor(),
             },
@@ -290,14 +304,14 @@ class AlertDeliverView(ActionView):
 
 @extend_schema_view(
     post=extend_schema(
-        request=s.AcknowledgementInputSerializer, responses={201: api_schema.ACK_RESPONSE}
+        request=i.AcknowledgementInputSerializer, responses={201: api_schema.ACK_RESPONSE}
     )
 )
 class AcknowledgementCreateView(ActionView):
     permission_classes = [requires("closure.acknowledge_alert")]
 
     def post(self, request, health_id: str):
-        data = self.validated(s.AcknowledgementInputSerializer)
+        data = self.validated(i.AcknowledgementInputSerializer)
         ack = acknowledgement_create(
             actor=request.user,
             health_id=health_id,
@@ -306,60 +320,53 @@ class AcknowledgementCreateView(ActionView):
             external_ref=data["external_ref"],
             notes=data["notes"],
         )
-        return Response(
-            {
-                "acknowledgement": s.AcknowledgementSerializer(ack).data,
-                "metadata": evidence_for(MetadataKind.ALERT_ACK, ack.ack_id),
-                "actor": self.actor(),
-            },
-            status=status.HTTP_201_CREATED,
+        return self.changed(
+            {"acknowledgement": s.AcknowledgementSerializer(ack).data},
+            kind=MetadataKind.ALERT_ACK,
+            session_id=ack.ack_id,
         )
 
 
 @extend_schema_view(
-    post=extend_schema(request=s.WaiveInputSerializer, responses={200: api_schema.WAIVE_RESPONSE})
+    post=extend_schema(request=i.WaiveInputSerializer, responses={200: api_schema.WAIVE_RESPONSE})
 )
 class DeliveryWaiveView(ActionView):
     permission_classes = [requires("closure.waive_delivery")]
 
     def post(self, request, delivery_id: str):
-        data = self.validated(s.WaiveInputSerializer)
+        data = self.validated(i.WaiveInputSerializer)
         delivery = delivery_waive(
             actor=request.user, delivery_id=delivery_id, reason=data["reason"]
         )
-        return Response(
-            {
-                "delivery": s.AlertDeliverySerializer(delivery).data,
-                "metadata": evidence_for(MetadataKind.DELIVERY_WAIVER, delivery.delivery_id),
-                "actor": self.actor(),
-            }
+        return self.changed(
+            {"delivery": s.AlertDeliverySerializer(delivery).data},
+            kind=MetadataKind.DELIVERY_WAIVER,
+            session_id=delivery.delivery_id,
+            status_code=status.HTTP_200_OK,
         )
 
 
 @extend_schema_view(
     post=extend_schema(
-        request=s.ManualRetryInputSerializer, responses={201: api_schema.MANUAL_RETRY_RESPONSE}
+        request=i.ManualRetryInputSerializer, responses={201: api_schema.MANUAL_RETRY_RESPONSE}
     )
 )
 class DeliveryRetryView(ActionView):
     permission_classes = [requires("closure.execute_retry")]
 
     def post(self, request, delivery_id: str):
-        data = self.validated(s.ManualRetryInputSerializer)
+        data = self.validated(i.ManualRetryInputSerializer)
         delivery, record = delivery_retry_now(
             actor=request.user, delivery_id=delivery_id, timeout_seconds=data["timeout_seconds"]
         )
-        delivery = AlertDelivery.objects.select_related("alert__health").get(pk=delivery.pk)
-        return Response(
+        delivery = models.AlertDelivery.objects.select_related("alert__health").get(pk=delivery.pk)
+        return self.changed(
             {
                 "delivery": s.AlertDeliverySerializer(delivery).data,
                 "execution_record": execution_serialize(record) if record else None,
-                "metadata": evidence_for(MetadataKind.EXECUTION_RECORD, record.execution_id)
-                if record
-                else None,
-                "actor": self.actor(),
             },
-            status=status.HTTP_201_CREATED,
+            kind=MetadataKind.EXECUTION_RECORD,
+            session_id=record.execution_id if record else None,
         )
 
 
@@ -374,14 +381,14 @@ class AlertDashboardView(ActionView):
 
 @extend_schema_view(
     post=extend_schema(
-        request=s.RetryPlanInputSerializer, responses={201: api_schema.RETRY_PLAN_RESPONSE}
+        request=i.RetryPlanInputSerializer, responses={201: api_schema.RETRY_PLAN_RESPONSE}
     )
 )
 class RetryPlanView(ActionView):
     permission_classes = [requires("closure.plan_retry")]
 
     def post(self, request):
-        data = self.validated(s.RetryPlanInputSerializer)
+        data = self.validated(i.RetryPlanInputSerializer)
         policy = RetryPolicy(**data.get("retry_policy", {}))
         plan, public = retry_plan_create(
             actor=request.user,
@@ -389,26 +396,21 @@ class RetryPlanView(ActionView):
             providers=_providers(data["provider"]),
             health_id=data["health_id"],
         )
-        return Response(
-            {
-                "plan": public,
-                "metadata": evidence_for(MetadataKind.RETRY_PLAN, plan.retry_plan_id),
-                "actor": self.actor(),
-            },
-            status=status.HTTP_201_CREATED,
+        return self.changed(
+            {"plan": public}, kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
         )
 
 
 @extend_schema_view(
     post=extend_schema(
-        request=s.WorkerRunInputSerializer, responses={201: api_schema.WORKER_RUN_RESPONSE}
+        request=i.WorkerRunInputSerializer, responses={201: api_schema.WORKER_RUN_RESPONSE}
     )
 )
 class RetryWorkerRunView(ActionView):
     permission_classes = [requires("closure.plan_retry")]
 
     def post(self, request):
-        data = self.validated(s.WorkerRunInputSerializer)
+        data = self.validated(i.WorkerRunInputSerializer)
         if data["execute"] and not request.user.has_perm("closure.execute_retry"):
             raise PermissionDenied("A live run needs the execute_retry permission.")
         options = WorkerOptions(
@@ -461,21 +463,25 @@ class ResourceViewSet(ApiLoginMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class DeliveryEventViewSet(ResourceViewSet):
-    queryset = DeliveryEvent.objects.select_related("ingested_by").order_by("-occurred_at", "-id")
+    queryset = models.DeliveryEvent.objects.select_related("ingested_by").order_by(
+        "-occurred_at", "-id"
+    )
     serializer_class = s.DeliveryEventSerializer
     filterset_class = DeliveryEventFilterSet
     lookup_field = "event_id"
 
 
 class HealthReportViewSet(ResourceViewSet):
-    queryset = HealthReport.objects.select_related("generated_by").order_by("-generated_at", "-id")
+    queryset = models.HealthReport.objects.select_related("generated_by").order_by(
+        "-generated_at", "-id"
+    )
     serializer_class = s.HealthReportSerializer
     filterset_class = HealthReportFilterSet
     lookup_field = "health_id"
 
 
 class ConnectorViewSet(ResourceViewSet):
-    queryset = Connector.objects.order_by("name")
+    queryset = models.Connector.objects.order_by("name")
     serializer_class = s.ConnectorSerializer
     filterset_class = ConnectorFilterSet
     lookup_field = "name"
@@ -483,9 +489,9 @@ class ConnectorViewSet(ResourceViewSet):
 
 class HealthAlertViewSet(ResourceViewSet):
     queryset = (
-        HealthAlert.objects.select_related("health", "created_by")
+        models.HealthAlert.objects.select_related("health", "created_by")
         .prefetch_related(
-            Prefetch("deliveries", queryset=AlertDelivery.objects.order_by("provider", "id"))
+            Prefetch("deliveries", queryset=models.AlertDelivery.objects.order_by("provider", "id"))
         )
         .order_by("-created_at", "-id")
     )
@@ -499,14 +505,16 @@ class AlertHistoryView(HealthAlertViewSet):
 
 
 class AlertDeliveryViewSet(ResourceViewSet):
-    queryset = AlertDelivery.objects.select_related("alert__health").order_by("-created_at", "-id")
+    queryset = models.AlertDelivery.objects.select_related("alert__health").order_by(
+        "-created_at", "-id"
+    )
     serializer_class = s.AlertDeliverySerializer
     filterset_class = AlertDeliveryFilterSet
     lookup_field = "delivery_id"
 
 
 class AcknowledgementViewSet(ResourceViewSet):
-    queryset = Acknowledgement.objects.select_related(
+    queryset = models.Acknowledgement.objects.select_related(
         "alert", "health", "acknowledged_by"
     ).order_by("-acknowledged_at", "-id")
     serializer_class = s.AcknowledgementSerializer
@@ -515,7 +523,9 @@ class AcknowledgementViewSet(ResourceViewSet):
 
 
 class RetryPlanViewSet(ResourceViewSet):
-    queryset = RetryPlan.objects.select_related("generated_by").order_by("-generated_at", "-id")
+    queryset = models.RetryPlan.objects.select_related("generated_by").order_by(
+        "-generated_at", "-id"
+    )
     serializer_class = s.RetryPlanSerializer
     filterset_class = RetryPlanFilterSet
     lookup_field = "retry_plan_id"
@@ -523,7 +533,7 @@ class RetryPlanViewSet(ResourceViewSet):
     def retrieve(self, request, *args, **kwargs):
         plan = self.get_object()
         decisions = (
-            RetryDecision.objects.filter(plan=plan)
+            models.RetryDecision.objects.filter(plan=plan)
             .select_related("plan", "delivery__alert__health", "latest_execution")
             .order_by("id")
         )
@@ -536,7 +546,7 @@ class RetryPlanViewSet(ResourceViewSet):
 
 
 class WorkerRunViewSet(ResourceViewSet):
-    queryset = WorkerRun.objects.select_related("started_by", "retry_plan").order_by(
+    queryset = models.WorkerRun.objects.select_related("started_by", "retry_plan").order_by(
         "-started_at", "-id"
     )
     serializer_class = s.WorkerRunSerializer
@@ -545,7 +555,7 @@ class WorkerRunViewSet(ResourceViewSet):
 
 
 class ExecutionRecordViewSet(ResourceViewSet):
-    queryset = ExecutionRecord.objects.select_related(
+    queryset = models.ExecutionRecord.objects.select_related(
         "executed_by", "worker_run", "decision__plan", "delivery__alert__health"
     ).order_by("-executed_at", "-id")
     serializer_class = s.ExecutionRecordSerializer
@@ -554,7 +564,7 @@ class ExecutionRecordViewSet(ResourceViewSet):
 
 
 class EvidenceViewSet(ResourceViewSet):
-    queryset = Evidence.objects.order_by("-sequence")
+    queryset = models.Evidence.objects.order_by("-sequence")
     serializer_class = s.EvidenceSerializer
     filterset_class = EvidenceFilterSet
     lookup_field = "sequence"

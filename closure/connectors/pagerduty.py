@@ -13,11 +13,10 @@ import json
 from django.conf import settings
 
 from closure.choices import ErrorClass
-from closure.connectors import http
-from closure.connectors.base import AlertMessage, SendOutcome, config_error, request_fingerprint
+from closure.connectors.http import HttpResult
+from closure.connectors.json_post import Answer, ConfigUnusable, JsonPostConnector, answered_2xx
 from closure.connectors.rendering import AlertView, alert_view
 from closure.connectors.validation import ConfigCheck
-from closure.evidence.canonical import canonical_json
 
 SEVERITIES = {"critical": "critical", "warning": "warning"}
 SUMMARY_LIMIT = 1024  # the Events API refuses longer summaries
@@ -65,31 +64,29 @@ def answered_success(body: bytes) -> bool:
     return isinstance(parsed, dict) and parsed.get("status") == "success"
 
 
-class PagerDutyConnector:
+class PagerDutyConnector(JsonPostConnector):
+    name = "pagerduty"
     config_keys = ("routing_key", "events_url")
 
-    def clean_config(self, config: dict) -> dict:
-        check = ConfigCheck(config, self.config_keys)
+    def check_config(self, check: ConfigCheck) -> None:
         key = check.text("routing_key", required=True, max_length=64)
         if key is not None and (len(key) != 32 or not key.isalnum()):
             check.cleaned.pop("routing_key")
             check.add("routing_key", "Must be the 32-character integration key.")
         check.url("events_url", required=False)
-        return check.result()
 
-    def send(self, *, config: dict, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
+    def url(self, config):
+        return config.get("events_url") or settings.CAVRA_PAGERDUTY_EVENTS_URL
+
+    def document(self, message, config):
         routing_key = config.get("routing_key")
         if not isinstance(routing_key, str) or not routing_key:
-            return config_error("pagerduty connector has no routing key")
-        url = config.get("events_url") or settings.CAVRA_PAGERDUTY_EVENTS_URL
-        body = canonical_json(render(alert_view(message), routing_key=routing_key))
-        result = http.post_json(url, body=body, timeout_seconds=timeout_seconds)
-        accepted_2xx = result.status is not None and 200 <= result.status < 300
-        delivered = accepted_2xx and answered_success(result.body)
-        return SendOutcome.from_http(
-            result,
-            fingerprint=request_fingerprint(message, body),
-            delivered=delivered,
-            config=config,
-            error_class=ErrorClass.HTTP_4XX if accepted_2xx else "",
+            raise ConfigUnusable("pagerduty connector has no routing key")
+        return render(alert_view(message), routing_key=routing_key)
+
+    def read_answer(self, result: HttpResult) -> Answer:
+        taken = answered_2xx(result)
+        return Answer(
+            delivered=taken and answered_success(result.body),
+            error_class=ErrorClass.HTTP_4XX if taken else "",
         )

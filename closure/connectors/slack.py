@@ -7,11 +7,9 @@ whose body is not `ok` (or JSON with `"ok": false`), is a failed attempt.
 import json
 
 from closure.choices import ErrorClass
-from closure.connectors import http
-from closure.connectors.base import AlertMessage, SendOutcome, config_error, request_fingerprint
+from closure.connectors.http import HttpResult
+from closure.connectors.json_post import Answer, JsonPostConnector
 from closure.connectors.rendering import AlertView, alert_view
-from closure.connectors.validation import ConfigCheck
-from closure.evidence.canonical import canonical_json
 
 LEVEL_EMOJI = {"critical": ":red_circle:", "warning": ":large_yellow_circle:"}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
@@ -75,26 +73,15 @@ def answered_ok(body: bytes) -> bool:
     return isinstance(parsed, dict) and parsed.get("ok") is True
 
 
-class SlackConnector:
-    config_keys = ("url",)
+class SlackConnector(JsonPostConnector):
+    name = "slack"
 
-    def clean_config(self, config: dict) -> dict:
-        check = ConfigCheck(config, self.config_keys)
-        check.url("url", required=True)
-        return check.result()
+    def document(self, message, config):
+        return render(alert_view(message))
 
-    def send(self, *, config: dict, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
-        url = config.get("url")
-        if not isinstance(url, str) or not url:
-            return config_error("slack connector has no url")
-        body = canonical_json(render(alert_view(message)))
-        result = http.post_json(url, body=body, timeout_seconds=timeout_seconds)
-        delivered = result.status == 200 and answered_ok(result.body)
-        return SendOutcome.from_http(
-            result,
-            fingerprint=request_fingerprint(message, body),
-            delivered=delivered,
-            config=config,
+    def read_answer(self, result: HttpResult) -> Answer:
+        return Answer(
+            delivered=result.status == 200 and answered_ok(result.body),
             # A 200 that is not `ok` is Slack refusing the message (a 4xx in all but status).
             error_class=ErrorClass.HTTP_4XX if result.status == 200 else "",
         )

@@ -6,11 +6,9 @@ dashboard counts it as delivered only when the connector's `accepted_counts_as_d
 on. Any other 2xx is delivered; everything else fails.
 """
 
-from closure.connectors import http
-from closure.connectors.base import AlertMessage, SendOutcome, config_error, request_fingerprint
+from closure.connectors.http import HttpResult
+from closure.connectors.json_post import Answer, JsonPostConnector, answered_2xx
 from closure.connectors.rendering import AlertView, alert_view
-from closure.connectors.validation import ConfigCheck
-from closure.evidence.canonical import canonical_json
 
 LEVEL_COLOURS = {"critical": "Attention", "warning": "Warning", "healthy": "Good"}
 
@@ -81,27 +79,13 @@ def render(view: AlertView) -> dict:
     }
 
 
-class TeamsConnector:
-    config_keys = ("url",)
+class TeamsConnector(JsonPostConnector):
+    name = "teams"
 
-    def clean_config(self, config: dict) -> dict:
-        check = ConfigCheck(config, self.config_keys)
-        check.url("url", required=True)
-        return check.result()
+    def document(self, message, config):
+        return render(alert_view(message))
 
-    def send(self, *, config: dict, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
-        url = config.get("url")
-        if not isinstance(url, str) or not url:
-            return config_error("teams connector has no url")
-        body = canonical_json(render(alert_view(message)))
-        result = http.post_json(url, body=body, timeout_seconds=timeout_seconds)
-        status = result.status
-        accepted = status == 202
-        delivered = status is not None and 200 <= status < 300 and not accepted
-        return SendOutcome.from_http(
-            result,
-            fingerprint=request_fingerprint(message, body),
-            delivered=delivered,
-            accepted=accepted,
-            config=config,
-        )
+    def read_answer(self, result: HttpResult) -> Answer:
+        if result.status == 202:
+            return Answer(delivered=False, accepted=True)
+        return Answer(delivered=answered_2xx(result))

@@ -14,15 +14,8 @@ import hashlib
 import hmac
 import time
 
-from closure.connectors import http
-from closure.connectors.base import (
-    AlertMessage,
-    SendOutcome,
-    config_error,
-    request_fingerprint,
-)
+from closure.connectors.json_post import ConfigUnusable, JsonPostConnector
 from closure.connectors.validation import ConfigCheck
-from closure.evidence.canonical import canonical_json
 
 # The newest secret and the one it replaces; more would only widen the window for a leaked key.
 MAX_SIGNING_SECRETS = 2
@@ -53,12 +46,13 @@ def signing_secrets(config: dict) -> list[str]:
     return [config["signing_secret"]] if config.get("signing_secret") else []
 
 
-class WebhookConnector:
+class WebhookConnector(JsonPostConnector):
+    name = "webhook"
     config_keys = ("url", "signing_secrets", "signing_secret")
 
-    def clean_config(self, config: dict) -> dict:
-        check = ConfigCheck(config, self.config_keys)
+    def check_config(self, check: ConfigCheck) -> None:
         check.url("url", required=True)
+        config = check.config
         secrets = config.get("signing_secrets")
         if secrets is None and config.get("signing_secret"):
             secrets = [config["signing_secret"]]
@@ -83,13 +77,11 @@ class WebhookConnector:
                             f"Secret {position}: shorter than {MIN_KEY_BYTES} bytes.",
                         )
                 check.cleaned["signing_secrets"] = list(dict.fromkeys(secrets))
-        return check.result()
 
-    def send(self, *, config: dict, message: AlertMessage, timeout_seconds: float) -> SendOutcome:
-        url = config.get("url")
-        if not isinstance(url, str) or not url:
-            return config_error("webhook connector has no url")
-        body = canonical_json(message.payload)
+    def document(self, message, config):
+        return message.payload
+
+    def headers(self, message, body, config):
         timestamp = int(time.time())
         headers = {
             "webhook-id": message.delivery_id,
@@ -103,12 +95,5 @@ class WebhookConnector:
                     for secret in secrets
                 )
             except (ValueError, TypeError):
-                return config_error("webhook signing secret is not valid base64")
-        result = http.post_json(url, body=body, headers=headers, timeout_seconds=timeout_seconds)
-        delivered = result.status is not None and 200 <= result.status < 300
-        return SendOutcome.from_http(
-            result,
-            fingerprint=request_fingerprint(message, body),
-            delivered=delivered,
-            config=config,
-        )
+                raise ConfigUnusable("webhook signing secret is not valid base64") from None
+        return headers

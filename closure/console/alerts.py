@@ -1,25 +1,27 @@
 """Console pages for alerts, their deliveries and acknowledgements."""
 
-from django.contrib import messages
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from closure.api.filtersets import (
-    AcknowledgementFilterSet,
-    AlertDeliveryFilterSet,
-    HealthAlertFilterSet,
-)
 from closure.choices import RECOVERABLE_DELIVERY_STATUSES, DeliveryStatus, MetadataKind
 from closure.console import charts, selectors
 from closure.console.forms import AcknowledgementForm, AlertSendForm, ManualRetryForm, WaiveForm
 from closure.console.views import (
-    INVALID,
+    announce,
     console_view,
     filtered_page,
+    form_action,
+    list_page,
     plural,
     safe_next,
-    service_call,
+    timeline_context,
+)
+from closure.evidence.ledger import evidence_written
+from closure.inputs.filtersets import (
+    AcknowledgementFilterSet,
+    AlertDeliveryFilterSet,
+    HealthAlertFilterSet,
 )
 from closure.models import Acknowledgement, AlertDelivery, Evidence, ExecutionRecord, HealthAlert
 from closure.services.alerts import (
@@ -54,44 +56,41 @@ def _send_summary(result) -> str:
 def alert_list(request):
     """GET: the alert history. POST: send a health report's alert."""
     form = AlertSendForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            data = form.validated
-            result, status = service_call(
-                form,
-                lambda: health_alert_send(
-                    actor=request.user,
-                    health_id=data["health_id"] or None,
-                    provider=data["provider"],
-                    force=data["force"],
-                    suppression_window_minutes=data["suppression_window_minutes"],
-                ),
+
+    def sent(result):
+        if result.alert is None:
+            form.add_error(
+                "force", "Not sent: the health report is healthy. Tick force to send it anyway."
             )
-            if result is not None and result.alert is None:
-                form.add_error(
-                    "force",
-                    "Not sent: the health report is healthy. Tick force to send it anyway.",
-                )
-                status = INVALID
-            elif result is not None:
-                messages.success(request, _send_summary(result))
-                return redirect("console:alert-detail", alert_id=result.alert.alert_id)
-        else:
-            status = INVALID
-    context = filtered_page(
+            return None
+        return announce(
+            request, _send_summary(result), "console:alert-detail", alert_id=result.alert.alert_id
+        )
+
+    response, status = form_action(
         request,
+        form,
+        lambda data: health_alert_send(
+            actor=request.user,
+            health_id=data["health_id"] or None,
+            provider=data["provider"],
+            force=data["force"],
+            suppression_window_minutes=data["suppression_window_minutes"],
+        ),
+        sent,
+    )
+    if response is not None:
+        return response
+    return list_page(
+        request,
+        "closure/console/alert_list.html",
         HealthAlertFilterSet,
         HealthAlert.objects.select_related("health", "created_by")
         .prefetch_related(
             Prefetch("deliveries", queryset=AlertDelivery.objects.order_by("provider", "id"))
         )
-        .order_by("-created_at", "-id"),
-    )
-    return render(
-        request,
-        "closure/console/alert_list.html",
-        {**context, "form": form, "nav": "alerts"},
+        .newest_first(),
+        {"form": form, "nav": "alerts"},
         status=status,
     )
 
@@ -112,9 +111,9 @@ def alert_detail(request, alert_id: str):
             "alert": alert,
             "deliveries": deliveries,
             "counts": counts,
-            "acknowledgements": alert.acknowledgements.select_related("acknowledged_by").order_by(
-                "-acknowledged_at", "-id"
-            ),
+            "acknowledgements": alert.acknowledgements.select_related(
+                "acknowledged_by"
+            ).newest_first(),
             "nav": "alerts",
         },
     )
@@ -126,33 +125,25 @@ def delivery_list(request):
     context = filtered_page(
         request,
         AlertDeliveryFilterSet,
-        AlertDelivery.objects.select_related("alert__health").order_by("-created_at", "-id"),
+        AlertDelivery.objects.select_related("alert__health").newest_first(),
     )
-    span = request.GET.get("span") if request.GET.get("span") in selectors.SPANS else "24h"
     filtered = context["filterset"].qs if context["filterset"].is_valid() else None
     executions = ExecutionRecord.objects.all()
     if filtered is not None:
         executions = executions.filter(delivery__in=filtered.values("pk"))
-    timeline = charts.attempts_timeline_chart(
-        selectors.attempts_over_time(executions, span=span), span=span
-    )
+    timeline = timeline_context(request, executions)
     histogram = charts.attempts_per_delivery_chart(
         selectors.attempts_per_delivery(
             filtered if filtered is not None else AlertDelivery.objects.none()
         )
     )
-    params = request.GET.copy()
-    params.pop("span", None)
-    params.pop("page", None)
     return render(
         request,
         "closure/console/delivery_list.html",
         {
             **context,
-            "timeline": timeline,
+            **timeline,
             "histogram": histogram,
-            "span": span,
-            "span_query": params.urlencode(),
             "nav": "deliveries",
         },
     )
@@ -195,76 +186,73 @@ def delivery_detail(request, delivery_id: str):
     )
 
 
-@console_view(get="closure.view_alertdelivery", post="closure.waive_delivery")
-def delivery_waive_view(request, delivery_id: str):
-    """POST: close a failed or exhausted delivery without delivering it, with a reason."""
+def _delivery_action(request, delivery_id: str, form_class, form_name: str, call, message):
+    """POST only: one action on a delivery, back to the page it came from with `message(result)`
+    or to the delivery's page with the form (as `form_name`) and its errors."""
     delivery = _delivery(delivery_id)
     if request.method == "GET":
         return redirect("console:delivery-detail", delivery_id=delivery_id)
-    form = WaiveForm(request.POST)
-    status = INVALID
-    if form.is_valid():
-        waived, status = service_call(
-            form,
-            lambda: delivery_waive(
-                actor=request.user, delivery_id=delivery_id, reason=form.validated["reason"]
-            ),
-        )
-        if waived is not None:
-            messages.success(
-                request,
-                f"Delivery {waived.delivery_id} waived: now {waived.status} "
-                f"({waived.suppression_reason}). Nothing was sent.",
-            )
-            return redirect(
-                safe_next(request, reverse("console:delivery-detail", args=[delivery_id]))
-            )
+    form = form_class(request.POST)
+    response, status = form_action(
+        request,
+        form,
+        call,
+        lambda result: announce(
+            request,
+            message(result),
+            safe_next(request, reverse("console:delivery-detail", args=[delivery_id])),
+        ),
+    )
+    if response is not None:
+        return response
     return render(
         request,
         "closure/console/delivery_detail.html",
-        _delivery_context(request, delivery, waive_form=form),
+        _delivery_context(request, delivery, **{form_name: form}),
         status=status,
     )
+
+
+@console_view(get="closure.view_alertdelivery", post="closure.waive_delivery")
+def delivery_waive_view(request, delivery_id: str):
+    """POST: close a failed or exhausted delivery without delivering it, with a reason."""
+
+    def waive(data):
+        return delivery_waive(actor=request.user, delivery_id=delivery_id, reason=data["reason"])
+
+    return _delivery_action(request, delivery_id, WaiveForm, "waive_form", waive, _waive_summary)
+
+
+def _waive_summary(waived: AlertDelivery) -> str:
+    return (
+        f"Delivery {waived.delivery_id} waived: now {waived.status} "
+        f"({waived.suppression_reason}). Nothing was sent."
+    )
+
+
+def _retry_summary(outcome) -> str:
+    retried, record = outcome
+    sent = 1 if record and record.execution_status != "skipped" else 0
+    detail = (
+        f"attempt {record.attempt_number} {record.execution_status}"
+        + (f" ({record.error_class})" if record.error_class else "")
+        if record
+        else "no attempt recorded"
+    )
+    return f"Manual retry: {sent} sent, {detail}; the delivery is now {retried.status}."
 
 
 @console_view(get="closure.view_alertdelivery", post="closure.execute_retry")
 def delivery_retry_view(request, delivery_id: str):
     """POST: retry one failed or exhausted delivery by hand, now (one connector call)."""
-    delivery = _delivery(delivery_id)
-    if request.method == "GET":
-        return redirect("console:delivery-detail", delivery_id=delivery_id)
-    form = ManualRetryForm(request.POST)
-    status = INVALID
-    if form.is_valid():
-        outcome, status = service_call(
-            form,
-            lambda: delivery_retry_now(
-                actor=request.user,
-                delivery_id=delivery_id,
-                timeout_seconds=form.validated["timeout_seconds"],
-            ),
+
+    def retry(data):
+        return delivery_retry_now(
+            actor=request.user, delivery_id=delivery_id, timeout_seconds=data["timeout_seconds"]
         )
-        if outcome is not None:
-            retried, record = outcome
-            sent = 1 if record and record.execution_status != "skipped" else 0
-            detail = (
-                f"attempt {record.attempt_number} {record.execution_status}"
-                + (f" ({record.error_class})" if record.error_class else "")
-                if record
-                else "no attempt recorded"
-            )
-            messages.success(
-                request,
-                f"Manual retry: {sent} sent, {detail}; the delivery is now {retried.status}.",
-            )
-            return redirect(
-                safe_next(request, reverse("console:delivery-detail", args=[delivery_id]))
-            )
-    return render(
-        request,
-        "closure/console/delivery_detail.html",
-        _delivery_context(request, delivery, retry_form=form),
-        status=status,
+
+    return _delivery_action(
+        request, delivery_id, ManualRetryForm, "retry_form", retry, _retry_summary
     )
 
 
@@ -273,52 +261,50 @@ def acknowledgement_list(request):
     """GET: the acknowledgements. POST: record a recipient's acknowledgement."""
     initial = {key: request.GET[key] for key in ("health_id", "provider") if request.GET.get(key)}
     form = AcknowledgementForm(request.POST or None, initial=initial)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            data = form.validated
-            ack, status = service_call(
-                form,
-                lambda: acknowledgement_create(
-                    actor=request.user,
-                    health_id=data["health_id"],
-                    provider=data["provider"],
-                    state=data["acknowledgement_state"],
-                    external_ref=data["external_ref"],
-                    notes=data["notes"],
-                ),
-            )
-            if ack is not None:
-                evidence = Evidence.objects.filter(
-                    metadata_kind=MetadataKind.ALERT_ACK, session_id=ack.ack_id
-                ).first()
-                suppressed = (
-                    evidence.payload["subject"]["suppressed_delivery_ids"] if evidence else []
-                )
-                messages.success(
-                    request,
-                    f"Acknowledgement recorded: {ack.state} on {ack.provider} for "
-                    f"{ack.health.health_id}; "
-                    f"{plural(len(suppressed), 'open delivery', 'open deliveries')} closed.",
-                )
-                return redirect(safe_next(request, reverse("console:acknowledgement-list")))
-        else:
-            status = INVALID
-    context = filtered_page(
-        request,
-        AcknowledgementFilterSet,
-        Acknowledgement.objects.select_related("alert", "health", "acknowledged_by").order_by(
-            "-acknowledged_at", "-id"
-        ),
-    )
-    return render(
+    # The summary counts the deliveries the acknowledgement closed, from the evidence row its
+    # service wrote.
+    with evidence_written() as written:
+        response, status = form_action(
+            request,
+            form,
+            lambda data: acknowledgement_create(
+                actor=request.user,
+                health_id=data["health_id"],
+                provider=data["provider"],
+                state=data["acknowledgement_state"],
+                external_ref=data["external_ref"],
+                notes=data["notes"],
+            ),
+            lambda ack: announce(
+                request,
+                _acknowledgement_summary(ack, written),
+                safe_next(request, reverse("console:acknowledgement-list")),
+            ),
+        )
+    if response is not None:
+        return response
+    return list_page(
         request,
         "closure/console/acknowledgement_list.html",
+        AcknowledgementFilterSet,
+        Acknowledgement.objects.select_related("alert", "health", "acknowledged_by").newest_first(),
         {
-            **context,
             "form": form if request.user.has_perm("closure.acknowledge_alert") else None,
             "next": safe_next(request, ""),
             "nav": "acknowledgements",
         },
         status=status,
+    )
+
+
+def _acknowledgement_summary(ack: Acknowledgement, written: list[Evidence]) -> str:
+    [evidence] = [
+        row
+        for row in written
+        if row.metadata_kind == MetadataKind.ALERT_ACK and row.session_id == ack.ack_id
+    ]
+    suppressed = evidence.payload["subject"]["suppressed_delivery_ids"]
+    return (
+        f"Acknowledgement recorded: {ack.state} on {ack.provider} for {ack.health.health_id}; "
+        f"{plural(len(suppressed), 'open delivery', 'open deliveries')} closed."
     )

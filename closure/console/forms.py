@@ -1,18 +1,17 @@
 """The console's action forms.
 
 Each form renders its inputs (with the same bounds and defaults as the API) and, once the
-inputs parse, validates them with the API's own input serializer, so the console and the API
-accept exactly the same requests. Errors land next to the field they concern. Forms never
-write: views pass the validated values to the service.
+inputs parse, validates them with the input serializer the API uses too (`closure.inputs`), so
+the console and the API accept exactly the same requests. Errors land next to the field they
+concern. Forms never write: views pass the validated values to the service.
 """
 
 from django import forms
 from rest_framework import serializers
 
-from closure.api import serializers as api
-from closure.api.final_reporting import ClosureReviewInputSerializer
 from closure.choices import AcknowledgementState, ReviewDecision
 from closure.console import selectors
+from closure.inputs import serializers as inputs
 from closure.services.errors import ServiceError
 from closure.services.health import HealthParameters
 from closure.services.retries import RetryPolicy
@@ -90,7 +89,7 @@ def _connector_choices():
 
 
 class HealthBuildForm(ConsoleForm):
-    input_serializer = api.HealthBuildInputSerializer
+    input_serializer = inputs.HealthBuildInputSerializer
 
     expected_interval_minutes = forms.IntegerField(
         min_value=1,
@@ -107,7 +106,7 @@ class HealthBuildForm(ConsoleForm):
 
 
 class AlertSendForm(ConsoleForm):
-    input_serializer = api.AlertDeliverInputSerializer
+    input_serializer = inputs.AlertDeliverInputSerializer
 
     health_id = forms.ChoiceField(label="Health report", required=False)
     providers = forms.MultipleChoiceField(
@@ -140,7 +139,7 @@ class AlertSendForm(ConsoleForm):
 
 
 class AcknowledgementForm(ConsoleForm):
-    input_serializer = api.AcknowledgementInputSerializer
+    input_serializer = inputs.AcknowledgementInputSerializer
 
     health_id = forms.ChoiceField(label="Health report")
     provider = forms.ChoiceField(label="Connector")
@@ -171,7 +170,7 @@ class AcknowledgementForm(ConsoleForm):
 
 
 class WaiveForm(ConsoleForm):
-    input_serializer = api.WaiveInputSerializer
+    input_serializer = inputs.WaiveInputSerializer
 
     reason = forms.CharField(
         max_length=2000,
@@ -181,7 +180,7 @@ class WaiveForm(ConsoleForm):
 
 
 class ManualRetryForm(ConsoleForm):
-    input_serializer = api.ManualRetryInputSerializer
+    input_serializer = inputs.ManualRetryInputSerializer
 
     timeout_seconds = forms.IntegerField(min_value=1, max_value=30, initial=10)
 
@@ -214,7 +213,7 @@ POLICY_FIELDS = tuple(_policy_fields())
 
 
 class RetryPlanForm(ConsoleForm):
-    input_serializer = api.RetryPlanInputSerializer
+    input_serializer = inputs.RetryPlanInputSerializer
 
     providers = forms.MultipleChoiceField(
         label="Connectors",
@@ -242,7 +241,7 @@ class RetryPlanForm(ConsoleForm):
 
 
 class DryRunForm(ConsoleForm):
-    input_serializer = api.WorkerRunInputSerializer
+    input_serializer = inputs.WorkerRunInputSerializer
 
     retry_plan_id = forms.ChoiceField(
         label="Retry plan",
@@ -291,7 +290,7 @@ RISK_NOTE_PREFIX = "risk_note__"
 
 
 class ClosureReviewForm(ConsoleForm):
-    input_serializer = ClosureReviewInputSerializer
+    input_serializer = inputs.ClosureReviewInputSerializer
 
     decision = forms.ChoiceField(choices=ReviewDecision.choices, widget=forms.RadioSelect)
     note = forms.CharField(required=False, max_length=4000, widget=forms.Textarea({"rows": 2}))

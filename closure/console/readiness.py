@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from closure.console.views import console_view
-from closure.readiness import release_readiness
+from closure.selectors.readiness import release_readiness
 from closure.services.readiness import runbook_export
 
 READINESS_PERMISSIONS = (

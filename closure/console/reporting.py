@@ -1,21 +1,20 @@
 """Console pages for the end of the loop: the closure dashboard and its reviews, and the
 evidence ledger with its integrity."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from closure.api.filtersets import EvidenceFilterSet
-from closure.api.final_reporting import ClosureReviewFilterSet
 from closure.console.forms import ClosureReviewForm, HealthBuildForm
-from closure.console.views import INVALID, console_view, filtered_page, service_call
+from closure.console.views import announce, console_view, filtered_page, form_action, list_page
 from closure.evidence.canonical import canonical_json, sha256_hex
 from closure.evidence.chain import GENESIS_HASH, chain_hash
 from closure.evidence.ledger import evidence_verify, stored_payload_bytes, stored_row_problem
 from closure.evidence.records import evidence_records_verify
+from closure.inputs.filtersets import ClosureReviewFilterSet, EvidenceFilterSet
 from closure.models import AlertDelivery, ClosureReview, Evidence
 from closure.public_ids import public_id_kind
 from closure.selectors import closure_dashboard
@@ -34,10 +33,14 @@ class RiskAction:
     fields: dict = field(default_factory=dict)
 
 
+# (public ID or name, console URL or None)
+Refs = list[tuple[str, str | None]]
+
+
 @dataclass
 class RiskView:
     risk: dict
-    refs: list[tuple[str, str | None]]  # (public ID or name, console URL or None)
+    refs: Refs
     actions: list[RiskAction]
 
 
@@ -56,87 +59,103 @@ def _ack_url(health_id: str, provider: str) -> str:
     return f"{reverse('console:acknowledgement-list')}?{query}"
 
 
+def _build_health(risk: dict, refs: Refs) -> list[RiskAction]:
+    fields = {"expected_interval_minutes": 60, "stale_metadata_minutes": 180}
+    return [RiskAction("Build health", reverse("console:health-list"), "post", fields)]
+
+
+def _send_alert(risk: dict, refs: Refs) -> list[RiskAction]:
+    health_id = risk["refs"][0] if risk["refs"] else ""
+    fields = {"health_id": health_id, "suppression_window_minutes": 60}
+    return [RiskAction("Send the alert", reverse("console:alert-list"), "post", fields)]
+
+
+def _plan_retries(risk: dict, refs: Refs) -> list[RiskAction]:
+    return [
+        RiskAction("Plan retries", reverse("console:plan-list")),
+        RiskAction("Run the worker", reverse("console:run-list")),
+    ]
+
+
+def _retry_or_waive(risk: dict, refs: Refs) -> list[RiskAction]:
+    return [RiskAction(f"Retry or waive {ref}", url) for ref, url in refs if url]
+
+
+def _run_worker(risk: dict, refs: Refs) -> list[RiskAction]:
+    return [RiskAction("Run the worker", reverse("console:run-list"))]
+
+
+def _inspect_runs(risk: dict, refs: Refs) -> list[RiskAction]:
+    return [
+        *(RiskAction(f"Inspect run {ref}", url) for ref, url in refs if url),
+        RiskAction("Run the worker again", reverse("console:run-list")),
+    ]
+
+
+def _check_connectors(risk: dict, refs: Refs) -> list[RiskAction]:
+    return [RiskAction("Check the connectors", reverse("admin:closure_connector_changelist"))]
+
+
+# The actions that close a risk, by its code.
+RISK_ACTIONS: dict[str, Callable[[dict, Refs], list[RiskAction]]] = {
+    "executive_retry_health_missing_or_stale": _build_health,
+    "executive_retry_health_alert_not_sent": _send_alert,
+    "executive_retry_health_alert_delivery_failed": _plan_retries,
+    "executive_retry_health_alert_delivery_exhausted": _retry_or_waive,
+    "executive_retry_health_alert_delivery_unconfirmed": _retry_or_waive,
+    "executive_retry_health_alert_retry_overdue": _run_worker,
+    "executive_retry_health_alert_retry_worker_failed": _inspect_runs,
+    "executive_retry_health_alert_connector_circuit_open": _check_connectors,
+}
+# Risks a recipient's acknowledgement closes: one action per (report, connector) of the
+# deliveries they name, after the risk's own actions.
+ACKNOWLEDGEABLE_RISKS = (
+    "executive_retry_health_alert_acknowledgement_outstanding",
+    "executive_retry_health_alert_delivery_unconfirmed",
+)
+
+
+def _risk_deliveries(risks: list[dict]) -> dict[str, AlertDelivery]:
+    """The deliveries among all the risks' refs, by delivery ID (one query, none without)."""
+    delivery_refs = [
+        ref
+        for risk in risks
+        for ref in risk["refs"]
+        if (kind := public_id_kind(ref)) and kind.model_name == "alertdelivery"
+    ]
+    if not delivery_refs:
+        return {}
+    return {
+        d.delivery_id: d
+        for d in AlertDelivery.objects.filter(delivery_id__in=delivery_refs).select_related(
+            "alert__health"
+        )
+    }
+
+
+def _acknowledge(risk: dict, deliveries: dict[str, AlertDelivery]) -> list[RiskAction]:
+    pairs = dict.fromkeys(
+        (d.alert.health.health_id, d.provider) for ref in risk["refs"] if (d := deliveries.get(ref))
+    )
+    return [
+        RiskAction(f"Acknowledge on {provider}", _ack_url(health_id, provider))
+        for health_id, provider in pairs
+    ]
+
+
 def risk_views(dashboard: dict) -> list[RiskView]:
     """Each open risk with its linked records and the actions that close it.
 
     One query whatever the risks: the deliveries among all refs, to build per-delivery actions.
     """
-    delivery_refs = [
-        ref
-        for risk in dashboard["risks"]
-        for ref in risk["refs"]
-        if (kind := public_id_kind(ref)) and kind.model_name == "alertdelivery"
-    ]
-    deliveries = (
-        {
-            d.delivery_id: d
-            for d in AlertDelivery.objects.filter(delivery_id__in=delivery_refs).select_related(
-                "alert__health"
-            )
-        }
-        if delivery_refs
-        else {}
-    )
+    deliveries = _risk_deliveries(dashboard["risks"])
     views = []
     for risk in dashboard["risks"]:
-        code = risk["code"]
         refs = [(ref, console_url(ref)) for ref in risk["refs"]]
-        actions: list[RiskAction] = []
-        if code == "executive_retry_health_missing_or_stale":
-            actions.append(
-                RiskAction(
-                    "Build health",
-                    reverse("console:health-list"),
-                    "post",
-                    {"expected_interval_minutes": 60, "stale_metadata_minutes": 180},
-                )
-            )
-        elif code == "executive_retry_health_alert_not_sent":
-            actions.append(
-                RiskAction(
-                    "Send the alert",
-                    reverse("console:alert-list"),
-                    "post",
-                    {
-                        "health_id": risk["refs"][0] if risk["refs"] else "",
-                        "suppression_window_minutes": 60,
-                    },
-                )
-            )
-        elif code == "executive_retry_health_alert_delivery_failed":
-            actions.append(RiskAction("Plan retries", reverse("console:plan-list")))
-            actions.append(RiskAction("Run the worker", reverse("console:run-list")))
-        elif code in (
-            "executive_retry_health_alert_delivery_exhausted",
-            "executive_retry_health_alert_delivery_unconfirmed",
-        ):
-            for ref, url in refs:
-                if url:
-                    actions.append(RiskAction(f"Retry or waive {ref}", url))
-        elif code == "executive_retry_health_alert_retry_overdue":
-            actions.append(RiskAction("Run the worker", reverse("console:run-list")))
-        elif code == "executive_retry_health_alert_retry_worker_failed":
-            for ref, url in refs:
-                if url:
-                    actions.append(RiskAction(f"Inspect run {ref}", url))
-            actions.append(RiskAction("Run the worker again", reverse("console:run-list")))
-        elif code == "executive_retry_health_alert_connector_circuit_open":
-            actions.append(
-                RiskAction("Check the connectors", reverse("admin:closure_connector_changelist"))
-            )
-        if code in (
-            "executive_retry_health_alert_acknowledgement_outstanding",
-            "executive_retry_health_alert_delivery_unconfirmed",
-        ):
-            pairs = dict.fromkeys(
-                (d.alert.health.health_id, d.provider)
-                for ref in risk["refs"]
-                if (d := deliveries.get(ref))
-            )
-            for health_id, provider in pairs:
-                actions.append(
-                    RiskAction(f"Acknowledge on {provider}", _ack_url(health_id, provider))
-                )
+        build = RISK_ACTIONS.get(risk["code"])
+        actions = build(risk, refs) if build else []
+        if risk["code"] in ACKNOWLEDGEABLE_RISKS:
+            actions += _acknowledge(risk, deliveries)
         views.append(RiskView(risk, refs, actions))
     return views
 
@@ -149,28 +168,25 @@ def closure_view(request):
     review of the dashboard as it is now."""
     dashboard = closure_dashboard()
     form = ClosureReviewForm(request.POST or None, open_items=dashboard["open_items"])
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            data = form.validated
-            review, status = service_call(
-                form,
-                lambda: closure_review_create(
-                    actor=request.user,
-                    decision=data["decision"],
-                    risk_notes=dict(data.get("risk_notes", {})),
-                    note=data["note"],
-                ),
-            )
-            if review is not None:
-                messages.success(
-                    request,
-                    f"Review recorded: {review.get_decision_display()} "
-                    f"(closure {review.closure_state}, {len(review.open_items)} open risks).",
-                )
-                return redirect("console:review-detail", review_id=review.review_id)
-        else:
-            status = INVALID
+    response, status = form_action(
+        request,
+        form,
+        lambda data: closure_review_create(
+            actor=request.user,
+            decision=data["decision"],
+            risk_notes=dict(data.get("risk_notes", {})),
+            note=data["note"],
+        ),
+        lambda review: announce(
+            request,
+            f"Review recorded: {review.get_decision_display()} "
+            f"(closure {review.closure_state}, {len(review.open_items)} open risks).",
+            "console:review-detail",
+            review_id=review.review_id,
+        ),
+    )
+    if response is not None:
+        return response
     return render(
         request,
         "closure/console/closure.html",
@@ -179,9 +195,7 @@ def closure_view(request):
             "risks": risk_views(dashboard),
             "form": form if request.user.has_perm("closure.review_closure") else None,
             "health_form": HealthBuildForm(),
-            "reviews": ClosureReview.objects.select_related("reviewer").order_by(
-                "-reviewed_at", "-id"
-            )[:5],
+            "reviews": ClosureReview.objects.select_related("reviewer").newest_first()[:5],
             "nav": "closure",
         },
         status=status,
@@ -190,12 +204,13 @@ def closure_view(request):
 
 @console_view(get="closure.view_closurereview")
 def review_list(request):
-    context = filtered_page(
+    return list_page(
         request,
+        "closure/console/review_list.html",
         ClosureReviewFilterSet,
-        ClosureReview.objects.select_related("reviewer").order_by("-reviewed_at", "-id"),
+        ClosureReview.objects.select_related("reviewer").newest_first(),
+        {"nav": "closure"},
     )
-    return render(request, "closure/console/review_list.html", {**context, "nav": "closure"})
 
 
 @console_view(get="closure.view_closurereview")
@@ -231,23 +246,20 @@ class RowIntegrity:
         return self.payload_ok and self.chain_ok and self.link_ok is not False
 
 
+def _integrity(row: Evidence, linked: str | None) -> RowIntegrity:
+    """One row checked as the ledger's verification checks it: its stored payload, its chain
+    hash, and its link to `linked` (the chain hash of the row before, when known)."""
+    return RowIntegrity(
+        payload_ok=not stored_row_problem(row),
+        chain_ok=chain_hash(row.previous_hash, row.payload_sha256) == row.chain_hash,
+        link_ok=None if linked is None else row.previous_hash == linked,
+    )
+
+
 def row_integrity(rows: list[Evidence]) -> list[tuple[Evidence, RowIntegrity]]:
     """Recompute each row's hashes, and the links between rows of consecutive sequence."""
-    by_sequence = {row.sequence: row for row in rows}
-    checked = []
-    for row in rows:
-        before = by_sequence.get(row.sequence - 1)
-        checked.append(
-            (
-                row,
-                RowIntegrity(
-                    payload_ok=not stored_row_problem(row),
-                    chain_ok=chain_hash(row.previous_hash, row.payload_sha256) == row.chain_hash,
-                    link_ok=(before.chain_hash == row.previous_hash) if before else None,
-                ),
-            )
-        )
-    return checked
+    chain_of = {row.sequence: row.chain_hash for row in rows}
+    return [(row, _integrity(row, chain_of.get(row.sequence - 1))) for row in rows]
 
 
 @console_view(get="closure.view_evidence")
@@ -268,18 +280,12 @@ def evidence_detail(request, sequence: int):
     )
     if sequence == 1:
         before = GENESIS_HASH
-    [(_, checked)] = row_integrity([row])
-    integrity = RowIntegrity(
-        checked.payload_ok,
-        checked.chain_ok,
-        (row.previous_hash == before) if before is not None else None,
-    )
     return render(
         request,
         "closure/console/evidence_detail.html",
         {
             "row": row,
-            "integrity": integrity,
+            "integrity": _integrity(row, before),
             "subject_url": console_url(row.session_id),
             "payload_json": stored_payload_bytes(row).decode(),
             "nav": "evidence",

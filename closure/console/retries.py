@@ -6,21 +6,30 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from closure.api.filtersets import ExecutionRecordFilterSet, RetryPlanFilterSet, WorkerRunFilterSet
-from closure.console import charts, selectors
+from closure.console import selectors
 from closure.console.forms import DryRunForm, ExecuteLiveForm, RetryPlanForm
 from closure.console.views import (
     CONFLICT,
     INVALID,
+    announce,
     console_view,
     filtered_page,
+    form_action,
+    list_page,
+    offered_form,
     plural,
     service_call,
+    timeline_context,
 )
 from closure.evidence.canonical import canonical_json, sha256_hex
+from closure.inputs.filtersets import (
+    ExecutionRecordFilterSet,
+    RetryPlanFilterSet,
+    WorkerRunFilterSet,
+)
 from closure.models import ExecutionRecord, RetryDecision, RetryPlan, WorkerRun
 from closure.services.retries import RetryPolicy, retry_plan_create
-from closure.worker import Worker, WorkerOptions, worker_run_execute
+from closure.worker import WorkerOptions, worker_run_execute
 
 # -- retry plans --------------------------------------------------------------------------------
 
@@ -29,40 +38,37 @@ from closure.worker import Worker, WorkerOptions, worker_run_execute
 def plan_list(request):
     """GET: the plans. POST: plan retries of the failed deliveries with a policy."""
     form = RetryPlanForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            data = form.validated
-            outcome, status = service_call(
-                form,
-                lambda: retry_plan_create(
-                    actor=request.user,
-                    policy=RetryPolicy(**data.get("retry_policy", {})),
-                    providers=[p for p in data["provider"].split(",") if p],
-                    health_id=data["health_id"],
-                ),
-            )
-            if outcome is not None:
-                plan, _ = outcome
-                messages.success(
-                    request,
-                    f"Retry plan made: {plural(plan.decision_count, 'decision')} — "
-                    f"{plan.retryable_count} retry, {plan.waiting_count} wait, "
-                    f"{plan.suppressed_count} suppress. Nothing was sent.",
-                )
-                return redirect("console:plan-detail", retry_plan_id=plan.retry_plan_id)
-        else:
-            status = INVALID
-    context = filtered_page(
+    response, status = form_action(
         request,
-        RetryPlanFilterSet,
-        RetryPlan.objects.select_related("generated_by").order_by("-generated_at", "-id"),
+        form,
+        lambda data: retry_plan_create(
+            actor=request.user,
+            policy=RetryPolicy(**data.get("retry_policy", {})),
+            providers=[p for p in data["provider"].split(",") if p],
+            health_id=data["health_id"],
+        ),
+        lambda outcome: _plan_made(request, outcome[0]),
     )
-    return render(
+    if response is not None:
+        return response
+    return list_page(
         request,
         "closure/console/plan_list.html",
-        {**context, "form": form, "nav": "plans"},
+        RetryPlanFilterSet,
+        RetryPlan.objects.select_related("generated_by").newest_first(),
+        {"form": form, "nav": "plans"},
         status=status,
+    )
+
+
+def _plan_made(request, plan: RetryPlan):
+    return announce(
+        request,
+        f"Retry plan made: {plural(plan.decision_count, 'decision')} — "
+        f"{plan.retryable_count} retry, {plan.waiting_count} wait, "
+        f"{plan.suppressed_count} suppress. Nothing was sent.",
+        "console:plan-detail",
+        retry_plan_id=plan.retry_plan_id,
     )
 
 
@@ -82,9 +88,12 @@ def plan_detail(request, retry_plan_id: str):
         {
             "plan": plan,
             "decisions": decisions,
-            "dry_run_form": DryRunForm(initial={"retry_plan_id": plan.retry_plan_id})
-            if request.user.has_perm("closure.plan_retry")
-            else None,
+            "dry_run_form": offered_form(
+                request,
+                "closure.plan_retry",
+                DryRunForm,
+                initial={"retry_plan_id": plan.retry_plan_id},
+            ),
             "nav": "plans",
         },
     )
@@ -117,36 +126,35 @@ def _run_summary(run: WorkerRun) -> str:
 def run_list(request):
     """GET: the worker runs. POST: a dry run of a retry plan (never sends anything)."""
     form = DryRunForm(request.POST or None, initial=_latest_plan_initial())
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            data = form.validated
-            options = WorkerOptions(
+    response, status = form_action(
+        request,
+        form,
+        lambda data: worker_run_execute(
+            actor=request.user,
+            options=WorkerOptions(
                 execute=False,
                 retry_plan_id=data["retry_plan_id"],
                 max_retry_deliveries=data["max_retry_deliveries"],
                 providers=tuple(p for p in data["provider"].split(",") if p),
                 timeout_seconds=data["timeout_seconds"],
-            )
-            outcome, status = service_call(
-                form, lambda: worker_run_execute(actor=request.user, options=options)
-            )
-            if outcome is not None:
-                messages.success(request, _run_summary(outcome.run))
-                return redirect("console:run-detail", run_id=outcome.run.run_id)
-        else:
-            status = INVALID
-    context = filtered_page(
-        request,
-        WorkerRunFilterSet,
-        WorkerRun.objects.select_related("started_by", "retry_plan").order_by("-started_at", "-id"),
+            ),
+        ),
+        lambda outcome: _run_done(request, outcome.run),
     )
-    return render(
+    if response is not None:
+        return response
+    return list_page(
         request,
         "closure/console/run_list.html",
-        {**context, "form": form, "nav": "runs"},
+        WorkerRunFilterSet,
+        WorkerRun.objects.select_related("started_by", "retry_plan").newest_first(),
+        {"form": form, "nav": "runs"},
         status=status,
     )
+
+
+def _run_done(request, run: WorkerRun):
+    return announce(request, _run_summary(run), "console:run-detail", run_id=run.run_id)
 
 
 def _latest_plan_initial() -> dict:
@@ -175,9 +183,9 @@ def run_detail(request, run_id: str):
 def live_selection(run: WorkerRun) -> tuple[WorkerOptions, list[RetryDecision], str]:
     """What a live run with this dry run's options would send now, and its digest.
 
-    The decisions come from the worker's own selection (`Worker._due_decisions`), so the page
-    shows exactly the rows the live run claims; the digest lets the POST check that the list
-    did not change between reading and confirming.
+    The decisions come from the worker's own selection (`RetryDecision.objects.due`, in its
+    order), so the page shows exactly the rows the live run claims; the digest lets the POST
+    check that the list did not change between reading and confirming.
     """
     parameters = run.parameters
     options = WorkerOptions(
@@ -188,9 +196,9 @@ def live_selection(run: WorkerRun) -> tuple[WorkerOptions, list[RetryDecision], 
         timeout_seconds=parameters.get("timeout_seconds", 10),
     )
     decisions = list(
-        Worker(actor=None, options=options)
-        ._due_decisions(timezone.now())
-        .select_related("plan", "delivery__alert__health", "delivery__connector")[
+        RetryDecision.objects.due(
+            timezone.now(), retry_plan_id=options.retry_plan_id, providers=options.providers
+        ).select_related("plan", "delivery__alert__health", "delivery__connector")[
             : options.max_retry_deliveries
         ]
     )
@@ -237,8 +245,7 @@ def run_execute(request, run_id: str):
                     form, lambda: worker_run_execute(actor=request.user, options=live)
                 )
                 if outcome is not None:
-                    messages.success(request, _run_summary(outcome.run))
-                    return redirect("console:run-detail", run_id=outcome.run.run_id)
+                    return _run_done(request, outcome.run)
     return render(
         request,
         "closure/console/run_execute.html",
@@ -264,28 +271,19 @@ def execution_list(request):
         ExecutionRecordFilterSet,
         ExecutionRecord.objects.select_related(
             "delivery__alert__health", "worker_run", "executed_by"
-        ).order_by("-executed_at", "-id"),
+        ).newest_first(),
     )
-    span = request.GET.get("span") if request.GET.get("span") in selectors.SPANS else "24h"
     rows = (
         context["filterset"].qs
         if context["filterset"].is_valid()
         else ExecutionRecord.objects.none()
     )
-    timeline = charts.attempts_timeline_chart(
-        selectors.attempts_over_time(rows, span=span), span=span
-    )
-    params = request.GET.copy()
-    params.pop("span", None)
-    params.pop("page", None)
     return render(
         request,
         "closure/console/execution_list.html",
         {
             **context,
-            "timeline": timeline,
-            "span": span,
-            "span_query": params.urlencode(),
+            **timeline_context(request, rows),
             "admin_url": reverse("admin:closure_executionrecord_changelist"),
             "nav": "executions",
         },

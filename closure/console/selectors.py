@@ -7,7 +7,7 @@ from django.db.models import Count, Q, Value
 from django.db.models.functions import Least, TruncDay, TruncHour
 from django.utils import timezone
 
-from closure.choices import DecisionAction, DecisionStatus, DeliveryStatus, ExecutionStatus
+from closure.choices import DecisionAction, DeliveryStatus, ExecutionStatus
 from closure.models import (
     AlertDelivery,
     Connector,
@@ -40,7 +40,7 @@ def flow_state(*, now: datetime | None = None) -> FlowState:
     now = now or timezone.now()
     latest = (
         HealthReport.objects.annotate(alert_total=Count("alerts", distinct=True))
-        .order_by("-generated_at", "-id")
+        .newest_first()
         .first()
     )
     deliveries = dict.fromkeys(DeliveryStatus.values, 0)
@@ -49,7 +49,7 @@ def flow_state(*, now: datetime | None = None) -> FlowState:
             **{status: Count("pk", filter=Q(status=status)) for status in DeliveryStatus.values}
         )
         deliveries.update(counts)
-    open_decisions = RetryDecision.objects.filter(status=DecisionStatus.PENDING).aggregate(
+    open_decisions = RetryDecision.objects.pending().aggregate(
         retry_due=Count("pk", filter=Q(action=DecisionAction.RETRY, next_retry_at__lte=now)),
         retry_later=Count("pk", filter=Q(action=DecisionAction.RETRY, next_retry_at__gt=now)),
         wait=Count("pk", filter=Q(action=DecisionAction.WAIT)),
@@ -58,20 +58,18 @@ def flow_state(*, now: datetime | None = None) -> FlowState:
         latest_report=latest,
         deliveries=deliveries,
         alert_count=latest.alert_total if latest is not None else 0,
-        latest_plan=RetryPlan.objects.order_by("-generated_at", "-id").first(),
+        latest_plan=RetryPlan.objects.newest_first().first(),
         open_decisions=open_decisions,
-        latest_run=WorkerRun.objects.select_related("retry_plan")
-        .order_by("-started_at", "-id")
-        .first(),
+        latest_run=WorkerRun.objects.select_related("retry_plan").newest_first().first(),
     )
 
 
 def recent_reports():
-    return HealthReport.objects.order_by("-generated_at", "-id")[:RECENT_CHOICES]
+    return HealthReport.objects.newest_first()[:RECENT_CHOICES]
 
 
 def recent_plans():
-    return RetryPlan.objects.order_by("-generated_at", "-id")[:RECENT_CHOICES]
+    return RetryPlan.objects.newest_first()[:RECENT_CHOICES]
 
 
 def connectors():

@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from closure.console.forms import ConsoleForm
-from closure.console.views import INVALID, PAGE_SIZE, console_view, service_call
+from closure.console.views import PAGE_SIZE, console_view, form_action
 from closure.models import ApiToken
 from closure.paginators import BoundedCountPaginator
 from closure.services.errors import NotFound, ServiceError
@@ -50,29 +50,24 @@ class ApiTokenForm(ConsoleForm):
 def api_token_list(request):
     """GET: the user's tokens, newest first. POST: create one; the answer shows it once."""
     form = ApiTokenForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            issued, status = service_call(
-                form,
-                lambda: api_token_create(
-                    actor=request.user,
-                    user=request.user,
-                    name=form.validated["name"],
-                    days=form.validated["days"],
-                ),
-            )
-            if issued is not None:
-                return render(
-                    request,
-                    "closure/console/api_token_issued.html",
-                    {"issued": issued, "nav": "api-tokens"},
-                )
-        else:
-            status = INVALID
+    response, status = form_action(
+        request,
+        form,
+        lambda data: api_token_create(
+            actor=request.user, user=request.user, name=data["name"], days=data["days"]
+        ),
+        # The raw token is shown on this answer only, never through a redirect.
+        lambda issued: render(
+            request,
+            "closure/console/api_token_issued.html",
+            {"issued": issued, "nav": "api-tokens"},
+        ),
+    )
+    if response is not None:
+        return response
     now = timezone.now()
     paginator = BoundedCountPaginator(
-        ApiToken.objects.filter(user=request.user).order_by("-created_at", "-id"), PAGE_SIZE
+        ApiToken.objects.filter(user=request.user).newest_first(), PAGE_SIZE
     )
     page = paginator.get_page(request.GET.get("page"))
     return render(

@@ -13,14 +13,14 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed
+from django.http import HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from closure.api.filtersets import HealthReportFilterSet
-from closure.console import selectors
+from closure.console import charts, selectors
 from closure.console.forms import AlertSendForm, HealthBuildForm
+from closure.inputs.filtersets import HealthReportFilterSet
 from closure.models import HealthReport
 from closure.paginators import BoundedCountPaginator
 from closure.selectors import closure_dashboard
@@ -106,6 +106,60 @@ def service_call(form, call, *, conflict_status: int = CONFLICT):
         return None, conflict_status if exc.status == 409 else INVALID
 
 
+def form_action(request, form, call, done) -> tuple[HttpResponse | None, int]:
+    """The POST half of an action page: validate `form`, pass its validated values to `call`
+    (the one service of the action) and answer with `done(result)`.
+
+    Returns (response, status). The response is None when the page is to be shown: on GET
+    (200), or again with the form's errors (400, 409 for a conflict). `done` turns a result
+    away by putting an error on the form and returning None (400).
+    """
+    if request.method != "POST":
+        return None, 200
+    if not form.is_valid():
+        return None, INVALID
+    result, status = service_call(form, lambda: call(form.validated))
+    if result is None:
+        return None, status
+    response = done(result)
+    return response, INVALID if response is None else status
+
+
+def announce(request, message: str, to: str, *args, **kwargs) -> HttpResponse:
+    """Say what an action did on the page the redirect leads to (`redirect(to, ...)`), so a
+    reload does not repeat the action."""
+    messages.success(request, message)
+    return redirect(to, *args, **kwargs)
+
+
+def list_page(request, template: str, filterset_class, queryset, context: dict, *, status=200):
+    """A filtered, paginated list page (see `filtered_page`) with its own `context`."""
+    page = filtered_page(request, filterset_class, queryset)
+    return render(request, template, {**page, **context}, status=status)
+
+
+def timeline_context(request, executions) -> dict:
+    """A list page's chart of the attempts among `executions`, over the period the page asks
+    for (`span`), with the page's other query parameters for the links that change only the
+    period. One query."""
+    span = request.GET.get("span") if request.GET.get("span") in selectors.SPANS else "24h"
+    params = request.GET.copy()
+    params.pop("span", None)
+    params.pop("page", None)
+    return {
+        "timeline": charts.attempts_timeline_chart(
+            selectors.attempts_over_time(executions, span=span), span=span
+        ),
+        "span": span,
+        "span_query": params.urlencode(),
+    }
+
+
+def offered_form(request, permission: str, form_class, **kwargs):
+    """A fresh form for a user who may submit it; None (no form on the page) for the others."""
+    return form_class(**kwargs) if request.user.has_perm(permission) else None
+
+
 def plural(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (plural or noun + 's')}"
 
@@ -173,9 +227,7 @@ def flow(request):
             "statuses": flow_statuses(state, dashboard),
             "dashboard": dashboard,
             "health_form": HealthBuildForm(),
-            "send_form": AlertSendForm()
-            if request.user.has_perm("closure.add_healthalert")
-            else None,
+            "send_form": offered_form(request, "closure.add_healthalert", AlertSendForm),
             "nav": "flow",
         },
     )
@@ -188,33 +240,25 @@ def flow(request):
 def health_list(request):
     """GET: the reports, filtered and paginated. POST: build a health report."""
     form = HealthBuildForm(request.POST or None)
-    status = 200
-    if request.method == "POST":
-        if form.is_valid():
-            report, status = service_call(
-                form,
-                lambda: health_report_build(
-                    actor=request.user, parameters=HealthParameters(**form.validated)
-                ),
-            )
-            if report is not None:
-                messages.success(
-                    request,
-                    f"Health report built: {report.alert_level}, "
-                    f"{plural(report.alert_count, 'finding')}.",
-                )
-                return redirect("console:health-detail", health_id=report.health_id)
-        else:
-            status = INVALID
-    context = filtered_page(
+    response, status = form_action(
         request,
-        HealthReportFilterSet,
-        HealthReport.objects.select_related("generated_by").order_by("-generated_at", "-id"),
+        form,
+        lambda data: health_report_build(actor=request.user, parameters=HealthParameters(**data)),
+        lambda report: announce(
+            request,
+            f"Health report built: {report.alert_level}, {plural(report.alert_count, 'finding')}.",
+            "console:health-detail",
+            health_id=report.health_id,
+        ),
     )
-    return render(
+    if response is not None:
+        return response
+    return list_page(
         request,
         "closure/console/health_list.html",
-        {**context, "form": form, "nav": "health"},
+        HealthReportFilterSet,
+        HealthReport.objects.select_related("generated_by").newest_first(),
+        {"form": form, "nav": "health"},
         status=status,
     )
 
@@ -227,7 +271,7 @@ def health_detail(request, health_id: str):
     alerts = (
         report.alerts.select_related("created_by")
         .prefetch_related("deliveries")
-        .order_by("-created_at", "-id")[:20]
+        .newest_first()[:20]
     )
     return render(
         request,
@@ -235,9 +279,12 @@ def health_detail(request, health_id: str):
         {
             "report": report,
             "alerts": alerts,
-            "send_form": AlertSendForm(initial={"health_id": report.health_id})
-            if request.user.has_perm("closure.add_healthalert")
-            else None,
+            "send_form": offered_form(
+                request,
+                "closure.add_healthalert",
+                AlertSendForm,
+                initial={"health_id": report.health_id},
+            ),
             "alerts_url": reverse("console:alert-list") + f"?health_id={report.health_id}",
             "nav": "health",
         },

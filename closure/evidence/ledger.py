@@ -14,6 +14,7 @@ checkpoint. docs/evidence.md has the whole story.
 import json
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,6 +49,7 @@ __all__ = [
     "evidence_envelope",
     "evidence_head",
     "evidence_verify",
+    "evidence_written",
     "stored_payload_bytes",
     "stored_row_problem",
     "isoformat",
@@ -106,6 +108,22 @@ def evidence_append(
     return row
 
 
+# The rows appended in this context since `evidence_written()` began (None: not collecting).
+_written: ContextVar[list[Evidence] | None] = ContextVar("evidence_written", default=None)
+
+
+@contextmanager
+def evidence_written() -> Iterator[list[Evidence]]:
+    """The evidence rows appended inside the block, in order, as they were written: the caller
+    of a use case answers with the row its service wrote instead of reading it back."""
+    rows: list[Evidence] = []
+    token = _written.set(rows)
+    try:
+        yield rows
+    finally:
+        _written.reset(token)
+
+
 def evidence_append_many(
     entries: list[EvidenceEntry], *, now: datetime | None = None
 ) -> list[Evidence]:
@@ -132,6 +150,9 @@ def evidence_append_many(
         previous = row.chain_hash
         rows.append(row)
     Evidence.objects.bulk_create(rows)
+    collected = _written.get()
+    if collected is not None:
+        collected.extend(rows)
     for row in rows:
         # bulk_create sends no signal; observers (the evidence log line) still see every row.
         post_save.send(
@@ -447,6 +468,68 @@ def _verify_after_checkpoint(entry: dict, chunk_size: int) -> ChainVerification 
     return ChainVerification(True, count, walker.head, None, "", (entry,), proven_through=head)
 
 
+def _checkpoint_status(claims: list[CheckpointClaim]) -> list[dict]:
+    """What each checkpoint claims, and whether a trusted key signed it (the chain is compared
+    with it later: `matches_chain`)."""
+    trusted = trusted_public_keys() if claims else {}
+    return [
+        {
+            "source": claim.source,
+            "head_sequence": claim.head_sequence,
+            "row_count": claim.row_count,
+            "chain_head": claim.chain_head,
+            "checkpointed_at": claim.checkpointed_at,
+            "key_id": claim.key_id,
+            "signature_ok": claim.signature_ok(trusted),
+            "matches_chain": None,
+        }
+        for claim in claims
+    ]
+
+
+def _first_checkpoint_mismatch(
+    walker: chain.ChainWalker, signed: list[dict]
+) -> tuple[int, str] | None:
+    """Compare each signed checkpoint the walk reached with the chain, in sequence order; the
+    first whose head differs, as (sequence, problem). Checkpoints past it are not compared."""
+    mismatch: tuple[int, str] | None = None
+    for entry in signed:
+        sequence = entry["head_sequence"]
+        row_chain = walker.remembered.get(sequence)
+        if row_chain is None or (mismatch and sequence > mismatch[0]):
+            continue  # not reached, or beyond the first mismatch
+        entry["matches_chain"] = entry["chain_head"] == row_chain
+        if not entry["matches_chain"] and mismatch is None:
+            mismatch = (
+                sequence,
+                f"chain_hash differs from the signed checkpoint of {entry['checkpointed_at']} "
+                f"at sequence {sequence}",
+            )
+    return mismatch
+
+
+def _checkpoint_problem(walker: chain.ChainWalker, status: list[dict]) -> tuple[int, str] | None:
+    """A checkpoint that no trusted key signed, or one beyond the end of the chain (its tail
+    was cut off), as (sequence, problem); checked once the chain itself holds."""
+    for entry in sorted(status, key=lambda e: e["head_sequence"]):
+        if not entry["signature_ok"]:
+            return (
+                entry["head_sequence"],
+                f"the checkpoint at sequence {entry['head_sequence']} ({entry['source']}) is "
+                f"not signed by a trusted key",
+            )
+    for entry in sorted(status, key=lambda e: e["head_sequence"]):
+        if entry["head_sequence"] > walker.count:
+            entry["matches_chain"] = False
+            return (
+                walker.count + 1,
+                f"the chain ends at sequence {walker.count}, but the signed checkpoint of "
+                f"{entry['checkpointed_at']} covers up to sequence {entry['head_sequence']}: "
+                f"the tail was cut off",
+            )
+    return None
+
+
 def evidence_verify(
     *,
     chunk_size: int = STREAM_ROWS,
@@ -465,21 +548,9 @@ def evidence_verify(
     whole chain is verified, so any problem is reported exactly as a full pass reports it.
     """
     stored = latest_checkpoint()
-    claims = ([CheckpointClaim.from_row(stored)] if stored else []) + list(external)
-    trusted = trusted_public_keys() if claims else {}
-    status = [
-        {
-            "source": claim.source,
-            "head_sequence": claim.head_sequence,
-            "row_count": claim.row_count,
-            "chain_head": claim.chain_head,
-            "checkpointed_at": claim.checkpointed_at,
-            "key_id": claim.key_id,
-            "signature_ok": claim.signature_ok(trusted),
-            "matches_chain": None,
-        }
-        for claim in claims
-    ]
+    status = _checkpoint_status(
+        ([CheckpointClaim.from_row(stored)] if stored else []) + list(external)
+    )
     if not full and not external and stored and stored.head_sequence and status[0]["signature_ok"]:
         after = _verify_after_checkpoint(status[0], chunk_size)
         if after is not None:
@@ -492,46 +563,17 @@ def evidence_verify(
     )
     walker = chain.ChainWalker(remember=frozenset(e["head_sequence"] for e in signed))
     _walk(walker, Evidence.objects.order_by("sequence"), chunk_size)
-    mismatch: tuple[int, str] | None = None
-    for entry in signed:
-        sequence = entry["head_sequence"]
-        row_chain = walker.remembered.get(sequence)
-        if row_chain is None or (mismatch and sequence > mismatch[0]):
-            continue  # not reached, or beyond the first mismatch
-        entry["matches_chain"] = entry["chain_head"] == row_chain
-        if not entry["matches_chain"] and mismatch is None:
-            mismatch = (
-                sequence,
-                f"chain_hash differs from the signed checkpoint of {entry['checkpointed_at']} "
-                f"at sequence {sequence}",
-            )
-
-    def result(sequence: int | None, problem: str) -> ChainVerification:
-        return ChainVerification(
-            sequence is None, walker.count, walker.head, sequence, problem, tuple(status)
-        )
-
+    mismatch = _first_checkpoint_mismatch(walker, signed)
     if mismatch:
         # The rows up to the mismatching checkpoint's head hold; the report ends there.
         sequence, problem = mismatch
         head = walker.remembered[sequence]
         return ChainVerification(False, sequence, head, sequence, problem, tuple(status))
     if walker.broken:
-        return result(walker.broken.sequence, walker.broken.problem)
-    for entry in sorted(status, key=lambda e: e["head_sequence"]):
-        if not entry["signature_ok"]:
-            return result(
-                entry["head_sequence"],
-                f"the checkpoint at sequence {entry['head_sequence']} ({entry['source']}) is "
-                f"not signed by a trusted key",
-            )
-    for entry in sorted(status, key=lambda e: e["head_sequence"]):
-        if entry["head_sequence"] > walker.count:
-            entry["matches_chain"] = False
-            return result(
-                walker.count + 1,
-                f"the chain ends at sequence {walker.count}, but the signed checkpoint of "
-                f"{entry['checkpointed_at']} covers up to sequence {entry['head_sequence']}: "
-                f"the tail was cut off",
-            )
-    return result(None, "")
+        broken: tuple[int, str] | None = (walker.broken.sequence, walker.broken.problem)
+    else:
+        broken = _checkpoint_problem(walker, status)
+    sequence, problem = broken or (None, "")
+    return ChainVerification(
+        sequence is None, walker.count, walker.head, sequence, problem, tuple(status)
+    )

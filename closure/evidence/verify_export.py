@@ -28,6 +28,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from closure.evidence import chain
@@ -219,6 +220,88 @@ def _check_signature(manifest: dict, public_key: str | None, problems: list[str]
     return {"ok": ok, "key_id": key_id, "pinned": public_key is not None}
 
 
+@dataclass
+class DataFileScan:
+    """What reading the data file found: its rows' range, its hash and size, and the first
+    row that does not belong in the export's filter."""
+
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+    outside: str | None = None
+    sha256: str = ""
+    size: int = 0
+
+
+def _scan_data_file(
+    bundle: Bundle, manifest: dict, walker: chain.ChainWalker, problems: list[str]
+) -> DataFileScan:
+    """Feed every row of the data file to `walker`, hashing the file as it is read."""
+    name = str((manifest.get("file") or {}).get("name", ""))
+    scan = DataFileScan()
+    with bundle.open_data(name) as raw:
+        reader = _HashingReader(raw)
+        read = _csv_rows if manifest.get("format") == "csv" else _jsonl_rows
+        try:
+            for sequence, payload, payload_sha, previous, row_chain in read(reader, problems):
+                scan.count += 1
+                scan.first = sequence if scan.first is None else scan.first
+                scan.last = sequence
+                walker.feed(sequence, payload, payload_sha, previous, row_chain)
+                if scan.outside is None:
+                    reason = _outside_filter(payload, sequence, manifest)
+                    if reason:
+                        scan.outside = (
+                            f"sequence {sequence} does not belong in this export: {reason}"
+                        )
+        except UNREADABLE as exc:
+            raise BundleError(
+                f"cannot read the data file {name!r} after {scan.count} rows: {exc}"
+            ) from exc
+        scan.sha256, scan.size = reader.sha256.hexdigest(), reader.size
+    return scan
+
+
+def _scan_problems(manifest: dict, scan: DataFileScan, walker: chain.ChainWalker) -> list[str]:
+    """Where the data file and its chain disagree with what the manifest says of them."""
+    problems = []
+    file_info = manifest.get("file") or {}
+    ledger = manifest.get("ledger") or {}
+    if scan.sha256 != file_info.get("sha256"):
+        problems.append("the data file's SHA-256 does not match the manifest")
+    if scan.size != file_info.get("bytes"):
+        problems.append("the data file's size does not match the manifest")
+    found = (
+        ("row_count", scan.count),
+        ("first_sequence", scan.first),
+        ("last_sequence", scan.last),
+    )
+    for name, actual in found:
+        if manifest.get(name) != actual:
+            problems.append(f"{name} is {actual}, the manifest says {manifest.get(name)}")
+    if scan.outside:
+        problems.append(scan.outside)
+    if walker.broken:
+        problems.append(f"chain broken at sequence {walker.broken.sequence}: "
+                        f"{walker.broken.problem}")  # fmt: skip
+    elif (
+        scan.last is not None
+        and scan.last == ledger.get("through_sequence")
+        and (walker.head != ledger.get("chain_head"))
+    ):
+        problems.append("the last row's chain_hash is not the manifest's chain head")
+    if manifest.get("contiguous") and not walker.broken:
+        wanted = manifest.get("filter") or {}
+        through = ledger.get("through_sequence", 0)
+        start = max(wanted.get("sequence_from") or 1, 1)
+        end = min(wanted.get("sequence_to") or through, through)
+        if start <= end and (scan.first, scan.last) != (start, end):
+            problems.append(
+                f"a contiguous export of sequences {start}..{end} holds {scan.first}..{scan.last}"
+            )
+    return problems
+
+
 def verify_bundle(path: Path, *, public_key: str | None) -> dict:
     """Check a bundle; `public_key=None` trusts the key embedded in the manifest."""
     problems: list[str] = []
@@ -227,12 +310,9 @@ def verify_bundle(path: Path, *, public_key: str | None) -> dict:
     if manifest.get("schema_version") != MANIFEST_SCHEMA:
         problems.append(f"unknown manifest schema {manifest.get('schema_version')!r}")
     signature = _check_signature(manifest, public_key, problems)
-
-    file_info = manifest.get("file") or {}
     export_format = manifest.get("format")
     if export_format not in ("jsonl", "csv"):
         raise BundleError(f"unknown export format {export_format!r}")
-    ledger = manifest.get("ledger") or {}
     contiguous = bool(manifest.get("contiguous"))
     first_expected = manifest.get("first_sequence") or 1
     walker = chain.ChainWalker(
@@ -240,65 +320,16 @@ def verify_bundle(path: Path, *, public_key: str | None) -> dict:
         first_sequence=first_expected,
         first_previous_hash=chain.GENESIS_HASH if first_expected == 1 else None,
     )
-    count, first, last, outside = 0, None, None, None
-    name = str(file_info.get("name", ""))
-    with bundle.open_data(name) as raw:
-        reader = _HashingReader(raw)
-        rows = (
-            _csv_rows(reader, problems) if export_format == "csv" else _jsonl_rows(reader, problems)
-        )
-        try:
-            for sequence, payload, payload_sha, previous, row_chain in rows:
-                count += 1
-                first = sequence if first is None else first
-                last = sequence
-                walker.feed(sequence, payload, payload_sha, previous, row_chain)
-                if outside is None:
-                    reason = _outside_filter(payload, sequence, manifest)
-                    if reason:
-                        outside = f"sequence {sequence} does not belong in this export: {reason}"
-        except UNREADABLE as exc:
-            raise BundleError(
-                f"cannot read the data file {name!r} after {count} rows: {exc}"
-            ) from exc
-        file_sha256, file_size = reader.sha256.hexdigest(), reader.size
-
-    if file_sha256 != file_info.get("sha256"):
-        problems.append("the data file's SHA-256 does not match the manifest")
-    if file_size != file_info.get("bytes"):
-        problems.append("the data file's size does not match the manifest")
-    for name, actual in (("row_count", count), ("first_sequence", first), ("last_sequence", last)):
-        if manifest.get(name) != actual:
-            problems.append(f"{name} is {actual}, the manifest says {manifest.get(name)}")
-    if outside:
-        problems.append(outside)
-    if walker.broken:
-        problems.append(f"chain broken at sequence {walker.broken.sequence}: "
-                        f"{walker.broken.problem}")  # fmt: skip
-    elif (
-        last is not None
-        and last == ledger.get("through_sequence")
-        and (walker.head != ledger.get("chain_head"))
-    ):
-        problems.append("the last row's chain_hash is not the manifest's chain head")
-    if contiguous and not walker.broken:
-        wanted = manifest.get("filter") or {}
-        through = ledger.get("through_sequence", 0)
-        start = max(wanted.get("sequence_from") or 1, 1)
-        end = min(wanted.get("sequence_to") or through, through)
-        if start <= end and (first, last) != (start, end):
-            problems.append(
-                f"a contiguous export of sequences {start}..{end} holds {first}..{last}"
-            )
-
+    scan = _scan_data_file(bundle, manifest, walker, problems)
+    problems.extend(_scan_problems(manifest, scan, walker))
     return {
         "ok": not problems,
         "bundle": str(path),
         "format": export_format,
-        "row_count": count,
-        "first_sequence": first,
-        "last_sequence": last,
-        "file_sha256": file_sha256,
+        "row_count": scan.count,
+        "first_sequence": scan.first,
+        "last_sequence": scan.last,
+        "file_sha256": scan.sha256,
         "signature": signature,
         "chain": {
             "ok": walker.broken is None,
@@ -306,7 +337,7 @@ def verify_bundle(path: Path, *, public_key: str | None) -> dict:
             "first_broken_sequence": walker.broken.sequence if walker.broken else None,
             "problem": walker.broken.problem if walker.broken else None,
         },
-        "ledger": ledger,
+        "ledger": manifest.get("ledger") or {},
         "problems": problems,
     }
 

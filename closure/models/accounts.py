@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from closure.choices import ApiTokenState
+from closure.models.base import NewestFirstQuerySet
 
 TOKEN_PREFIX = "cavra_"  # noqa: S105 (a public marker, not a secret)
 # The token's public ID in evidence: this prefix and its primary key in 16 hex characters.
@@ -21,8 +22,10 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class ApiTokenQuerySet(models.QuerySet):
+class ApiTokenQuerySet(NewestFirstQuerySet):
     """The token states by name; a revoked token stays revoked after it expires."""
+
+    newest_by = "created_at"
 
     def active(self, now):
         return self.filter(revoked_at__isnull=True, expires_at__gt=now)

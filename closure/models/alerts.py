@@ -12,11 +12,15 @@ from closure.choices import (
     DeliveryStatus,
     SuppressionReason,
 )
-from closure.models.base import choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
 
 ALERT_ID_PREFIX = "gordackexechealthalert-"
 DELIVERY_ID_PREFIX = "gordackexechealthalertdelivery-"
 ACK_ID_PREFIX = "gordackexechealthack-"
+
+
+class HealthAlertQuerySet(NewestFirstQuerySet):
+    newest_by = "created_at"
 
 
 class HealthAlert(models.Model):
@@ -37,6 +41,8 @@ class HealthAlert(models.Model):
     # The public-safe event payload every connector renders its message from.
     payload = models.JSONField(default=dict)
 
+    objects = HealthAlertQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
@@ -46,6 +52,24 @@ class HealthAlert(models.Model):
 
     def __str__(self) -> str:
         return self.alert_id
+
+
+def stuck_condition(now: datetime) -> Q:
+    """A pending delivery whose first attempt was abandoned: no attempt holds its lease."""
+    return Q(status=DeliveryStatus.PENDING) & (
+        Q(leased_until__isnull=True) | Q(leased_until__lte=now)
+    )
+
+
+class AlertDeliveryQuerySet(NewestFirstQuerySet):
+    newest_by = "created_at"
+
+    def lease_free(self, now: datetime):
+        """Deliveries no attempt holds: never leased, released, or the lease expired."""
+        return self.exclude(leased_until__gt=now)
+
+    def stuck(self, now: datetime):
+        return self.filter(stuck_condition(now))
 
 
 class AlertDelivery(models.Model):
@@ -81,6 +105,8 @@ class AlertDelivery(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True, default="")
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_version = models.PositiveIntegerField(default=0)
+
+    objects = AlertDeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -149,6 +175,10 @@ class AlertDelivery(models.Model):
         self.save(update_fields=["status", "updated_at"])
 
 
+class AcknowledgementQuerySet(NewestFirstQuerySet):
+    newest_by = "acknowledged_at"
+
+
 class Acknowledgement(models.Model):
     """A recipient's acknowledgement of a health report's alert on one connector."""
 
@@ -174,6 +204,8 @@ class Acknowledgement(models.Model):
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
+
+    objects = AcknowledgementQuerySet.as_manager()
 
     class Meta:
         ordering = ["-acknowledged_at", "-id"]

@@ -23,6 +23,16 @@ class PublicId:
         return hash(self.prefix)
 
 
+class NewestFirstQuerySet(models.QuerySet):
+    """Records listed newest first, by `newest_by` with the id breaking ties: the order of
+    every list and "latest" read, served by the model's list index on that pair."""
+
+    newest_by = ""
+
+    def newest_first(self):
+        return self.order_by(f"-{self.newest_by}", "-id")
+
+
 def public_id_field(prefix: str) -> models.CharField:
     return models.CharField(
         max_length=len(prefix) + 16, unique=True, editable=False, default=PublicId(prefix)

@@ -4,9 +4,13 @@ from django.conf import settings
 from django.db import models
 
 from closure.choices import AlertLevel, EventKind, EventStatus
-from closure.models.base import choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
 
 HEALTH_ID_PREFIX = "gordackexecdeliveryhealth-"
+
+
+class DeliveryEventQuerySet(NewestFirstQuerySet):
+    newest_by = "occurred_at"
 
 
 class DeliveryEvent(models.Model):
@@ -27,6 +31,8 @@ class DeliveryEvent(models.Model):
     ingested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
+
+    objects = DeliveryEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -49,6 +55,10 @@ class DeliveryEvent(models.Model):
         return self.event_id
 
 
+class HealthReportQuerySet(NewestFirstQuerySet):
+    newest_by = "generated_at"
+
+
 class HealthReport(models.Model):
     """An executive delivery retry health report: level, findings, counts and parameters."""
 
@@ -62,6 +72,8 @@ class HealthReport(models.Model):
     findings = models.JSONField(default=list)
     counts = models.JSONField(default=dict)
     parameters = models.JSONField(default=dict)
+
+    objects = HealthReportQuerySet.as_manager()
 
     class Meta:
         ordering = ["-generated_at", "-id"]

@@ -11,9 +11,13 @@ from closure.choices import (
     DecisionReason,
     DecisionStatus,
 )
-from closure.models.base import choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
 
 RETRY_PLAN_ID_PREFIX = "gordackexechealthalertretry-"
+
+
+class RetryPlanQuerySet(NewestFirstQuerySet):
+    newest_by = "generated_at"
 
 
 class RetryPlan(models.Model):
@@ -33,6 +37,8 @@ class RetryPlan(models.Model):
     waiting_count = models.PositiveIntegerField(default=0)
     suppressed_count = models.PositiveIntegerField(default=0)
 
+    objects = RetryPlanQuerySet.as_manager()
+
     class Meta:
         ordering = ["-generated_at", "-id"]
         permissions = [("plan_retry", "Can plan retries and dry-run the retry worker")]
@@ -41,6 +47,35 @@ class RetryPlan(models.Model):
 
     def __str__(self) -> str:
         return self.retry_plan_id
+
+
+class RetryDecisionQuerySet(models.QuerySet):
+    """A decision is open while pending (waiting for its time or a worker) or in flight (a
+    worker run claimed it and is attempting the delivery)."""
+
+    def pending(self):
+        return self.filter(status=DecisionStatus.PENDING)
+
+    def in_flight(self):
+        return self.filter(status=DecisionStatus.IN_FLIGHT)
+
+    def open(self):
+        return self.filter(status__in=sorted(OPEN_DECISION_STATUSES))
+
+    def due(self, now, *, retry_plan_id: str = "", providers=()):
+        """Pending `retry` decisions whose time has come, oldest due first: of the named plan,
+        or of any plan when none is named (a newer plan supersedes older pending decisions,
+        so each delivery has at most one), for the named providers or all."""
+        queryset = self.filter(
+            status=DecisionStatus.PENDING,
+            action=DecisionAction.RETRY,
+            next_retry_at__lte=now,
+        )
+        if retry_plan_id:
+            queryset = queryset.filter(plan__retry_plan_id=retry_plan_id)
+        if providers:
+            queryset = queryset.filter(delivery__provider__in=providers)
+        return queryset.order_by("next_retry_at", "id")
 
 
 class RetryDecision(models.Model):
@@ -75,6 +110,8 @@ class RetryDecision(models.Model):
         related_name="claimed_decisions",
     )
     closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RetryDecisionQuerySet.as_manager()
 
     class Meta:
         ordering = ["plan_id", "id"]

@@ -4,14 +4,15 @@ from django.conf import settings
 from django.db import models
 
 from closure.choices import ClosureState, ReviewDecision
-from closure.models.base import choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
 from closure.models.evidence import AppendOnlyModel, AppendOnlyQuerySet
 
 REVIEW_ID_PREFIX = "gordackfinalclosurereview-"
 
 
-class ClosureReviewQuerySet(AppendOnlyQuerySet):
+class ClosureReviewQuerySet(AppendOnlyQuerySet, NewestFirstQuerySet):
     noun = "closure reviews"
+    newest_by = "reviewed_at"
 
 
 class ClosureReview(AppendOnlyModel):

@@ -11,10 +11,25 @@ from closure.choices import (
     SkipReason,
     WorkerRunStatus,
 )
-from closure.models.base import choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
 
 WORKER_RUN_ID_PREFIX = "gordackexechealthalertworker-"
 EXECUTION_ID_PREFIX = "gordackexechealthalertexec-"
+
+
+class WorkerRunQuerySet(NewestFirstQuerySet):
+    newest_by = "started_at"
+
+    def running(self):
+        return self.filter(status=WorkerRunStatus.RUNNING)
+
+    def finished(self):
+        return self.exclude(status=WorkerRunStatus.RUNNING)
+
+    def stale(self, before):
+        """Live runs still marked running whose last heartbeat is older than `before`: their
+        worker died (a dry run records itself in one transaction and is never left running)."""
+        return self.filter(status=WorkerRunStatus.RUNNING, dry_run=False, heartbeat_at__lt=before)
 
 
 class WorkerRun(models.Model):
@@ -39,6 +54,8 @@ class WorkerRun(models.Model):
     summary = models.JSONField(default=dict)
     selected_retries = models.JSONField(default=list)
 
+    objects = WorkerRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-started_at", "-id"]
         permissions = [("execute_retry", "Can run the retry worker live and retry by hand")]
@@ -57,6 +74,10 @@ class WorkerRun(models.Model):
 
     def __str__(self) -> str:
         return self.run_id
+
+
+class ExecutionRecordQuerySet(NewestFirstQuerySet):
+    newest_by = "executed_at"
 
 
 class ExecutionRecord(models.Model):
@@ -97,6 +118,8 @@ class ExecutionRecord(models.Model):
     response_sha256 = models.CharField(max_length=64, blank=True, default="")
     response_excerpt = models.CharField(max_length=200, blank=True, default="")
     execution_hash = models.CharField(max_length=64)
+
+    objects = ExecutionRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-executed_at", "-id"]

@@ -8,12 +8,10 @@ keep Django's pages.
 
 import logging
 
-from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import JsonResponse
 from django.views import defaults
 
-from closure.api.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
+from closure.ops.problems import database_unavailable_problem, problem_json
 
 logger = logging.getLogger("cavra.errors")
 
@@ -25,30 +23,6 @@ def is_api_request(request) -> bool:
         return True
     accept = request.headers.get("Accept", "")
     return "json" in accept and "text/html" not in accept
-
-
-def problem_json(*, status: int, code: str, title: str, detail: str, headers=None):
-    body = {
-        "type": PROBLEM_TYPE_BASE + code.replace("_", "-"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    response = JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
-
-
-def database_unavailable():
-    return problem_json(
-        status=503,
-        code="database_unavailable",
-        title="Service unavailable",
-        detail="The database is unavailable. Nothing was changed; retry later.",
-        headers={"Retry-After": str(settings.CAVRA_DB_UNAVAILABLE_RETRY_AFTER)},
-    )
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -72,7 +46,7 @@ class DatabaseUnavailableMiddleware:
             return None
         logger.warning("database unavailable: %s", type(exc).__name__)
         if is_api_request(request):
-            return database_unavailable()
+            return problem_json(**database_unavailable_problem())
         return None
 
 

@@ -12,7 +12,8 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from closure.ops.errors import is_database_unavailable, problem_json
+from closure.ops.errors import is_database_unavailable
+from closure.ops.problems import problem_json
 
 
 @login_not_required

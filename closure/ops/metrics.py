@@ -56,48 +56,61 @@ class RequestLatencyMiddleware:
         return response
 
 
+def _label(value) -> str:
+    # Worker runs are labelled by mode, which is stored as the boolean `dry_run`.
+    if isinstance(value, bool):
+        return "dry_run" if value else "live"
+    return value
+
+
+def _grouped_families():
+    """The families read as one grouped count each: (family, name, help, model, label →
+    field), in the order they are scraped."""
+    from closure import models
+
+    return (
+        (
+            CounterMetricFamily,
+            "cavra_connector_attempts",
+            "Delivery attempts (execution records) by connector and outcome.",
+            models.ExecutionRecord,
+            {"provider": "provider", "outcome": "execution_status"},
+        ),
+        (
+            GaugeMetricFamily,
+            "cavra_alert_deliveries",
+            "Alert deliveries by current status.",
+            models.AlertDelivery,
+            {"status": "status"},
+        ),
+        (
+            CounterMetricFamily,
+            "cavra_retry_decisions",
+            "Retry decisions ever planned, by action and current status.",
+            models.RetryDecision,
+            {"action": "action", "status": "status"},
+        ),
+        (
+            CounterMetricFamily,
+            "cavra_worker_runs",
+            "Retry worker runs by status and mode.",
+            models.WorkerRun,
+            {"status": "status", "mode": "dry_run"},
+        ),
+    )
+
+
 class ReportingLoopCollector:
     """The reporting loop's state, from the database, at scrape time."""
 
     def collect(self):
-        from closure.models import AlertDelivery, ExecutionRecord, RetryDecision, WorkerRun
         from closure.selectors import closure_dashboard
 
-        attempts = CounterMetricFamily(
-            "cavra_connector_attempts",
-            "Delivery attempts (execution records) by connector and outcome.",
-            labels=["provider", "outcome"],
-        )
-        for row in ExecutionRecord.objects.values("provider", "execution_status").annotate(
-            n=Count("id")
-        ):
-            attempts.add_metric([row["provider"], row["execution_status"]], row["n"])
-        yield attempts
-
-        deliveries = GaugeMetricFamily(
-            "cavra_alert_deliveries", "Alert deliveries by current status.", labels=["status"]
-        )
-        for row in AlertDelivery.objects.values("status").annotate(n=Count("id")):
-            deliveries.add_metric([row["status"]], row["n"])
-        yield deliveries
-
-        decisions = CounterMetricFamily(
-            "cavra_retry_decisions",
-            "Retry decisions ever planned, by action and current status.",
-            labels=["action", "status"],
-        )
-        for row in RetryDecision.objects.values("action", "status").annotate(n=Count("id")):
-            decisions.add_metric([row["action"], row["status"]], row["n"])
-        yield decisions
-
-        runs = CounterMetricFamily(
-            "cavra_worker_runs",
-            "Retry worker runs by status and mode.",
-            labels=["status", "mode"],
-        )
-        for row in WorkerRun.objects.values("status", "dry_run").annotate(n=Count("id")):
-            runs.add_metric([row["status"], "dry_run" if row["dry_run"] else "live"], row["n"])
-        yield runs
+        for family_class, name, documentation, model, fields in _grouped_families():
+            family = family_class(name, documentation, labels=list(fields))
+            for row in model.objects.values(*fields.values()).annotate(n=Count("id")):
+                family.add_metric([_label(row[field]) for field in fields.values()], row["n"])
+            yield family
 
         dashboard = closure_dashboard()
         closed = GaugeMetricFamily(

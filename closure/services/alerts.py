@@ -7,10 +7,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from closure import models
 from closure.choices import (
     ACK_KEEPS_DELIVERY_STATUSES,
     CLOSING_ACK_STATES,
-    OPEN_DECISION_STATUSES,
     RECOVERABLE_DELIVERY_STATUSES,
     DecisionStatus,
     DeliveryStatus,
@@ -20,15 +20,6 @@ from closure.choices import (
 )
 from closure.evidence.canonical import isoformat, sha256_hex
 from closure.evidence.ledger import EvidenceFilters, evidence_append
-from closure.models import (
-    Acknowledgement,
-    AlertDelivery,
-    Connector,
-    ExecutionRecord,
-    HealthAlert,
-    HealthReport,
-    RetryDecision,
-)
 from closure.services.attempts import (
     attempt_claim,
     attempt_record,
@@ -41,21 +32,30 @@ from closure.services.errors import Conflict, InvalidInput, NotFound
 DEFAULT_TIMEOUT_SECONDS = 10
 
 
-def health_report_get(health_id: str | None) -> HealthReport:
+def health_report_get(health_id: str | None) -> models.HealthReport:
     """The named report, or the latest one when no ID is given."""
-    reports = HealthReport.objects.select_related("generated_by")
+    reports = models.HealthReport.objects.select_related("generated_by")
     if health_id:
         try:
             return reports.get(health_id=health_id)
-        except HealthReport.DoesNotExist:
+        except models.HealthReport.DoesNotExist:
             raise NotFound(f"health report {health_id!r} does not exist") from None
-    report = reports.order_by("-generated_at", "-id").first()
+    report = reports.newest_first().first()
     if report is None:
         raise NotFound("no health report has been built yet", code="no_health_report")
     return report
 
 
-def connectors_resolve(provider: str) -> list[Connector]:
+def unknown_providers(names: list[str]) -> InvalidInput:
+    """The error for `provider` inputs that name no connector."""
+    return InvalidInput(
+        f"unknown provider: {', '.join(names)}",
+        code="unknown_provider",
+        errors={"provider": [f"Unknown connector: {name}." for name in names]},
+    )
+
+
+def connectors_resolve(provider: str) -> list[models.Connector]:
     """`all` (every connector) or a comma list of connector names; unknown names are an error."""
     names = [name.strip() for name in provider.split(",") if name.strip()]
     if not names:
@@ -63,19 +63,15 @@ def connectors_resolve(provider: str) -> list[Connector]:
             "provider is empty", errors={"provider": ["Name at least one connector."]}
         )
     if names == ["all"]:
-        return list(Connector.objects.order_by("name"))
-    found = {c.name: c for c in Connector.objects.filter(name__in=names)}
+        return list(models.Connector.objects.order_by("name"))
+    found = {c.name: c for c in models.Connector.objects.filter(name__in=names)}
     unknown = [name for name in names if name not in found]
     if unknown:
-        raise InvalidInput(
-            f"unknown provider: {', '.join(unknown)}",
-            code="unknown_provider",
-            errors={"provider": [f"Unknown connector: {name}." for name in unknown]},
-        )
+        raise unknown_providers(unknown)
     return [found[name] for name in dict.fromkeys(names)]
 
 
-def alert_payload(report: HealthReport, alert_id: str) -> dict:
+def alert_payload(report: models.HealthReport, alert_id: str) -> dict:
     """The public-safe message every connector renders: level, findings, counts, a link."""
     return {
         "type": "cavra.executive_retry_health_alert",
@@ -92,8 +88,10 @@ def alert_payload(report: HealthReport, alert_id: str) -> dict:
 
 @dataclass
 class AlertSendResult:
-    alert: HealthAlert | None
-    attempts: list[tuple[AlertDelivery, ExecutionRecord | None]] = field(default_factory=list)
+    alert: models.HealthAlert | None
+    attempts: list[tuple[models.AlertDelivery, models.ExecutionRecord | None]] = field(
+        default_factory=list
+    )
     skipped_reason: str = ""
 
     @property
@@ -108,6 +106,64 @@ class AlertSendResult:
             )
             for delivery, _ in self.attempts
         )
+
+
+def _connectors_select(
+    report: models.HealthReport, connectors: list[models.Connector], *, since, force: bool
+) -> tuple[list[models.Connector], list[dict]]:
+    """The connectors to send to, and the suppressed ones with their reason: disabled, or
+    alerted about this report since `since` (unless forced)."""
+    recently_alerted = set(
+        models.AlertDelivery.objects.filter(
+            alert__health=report,
+            alert__created_at__gte=since,
+            connector__in=connectors,
+        ).values_list("connector__name", flat=True)
+    )
+    selected, suppressed = [], []
+    for connector in connectors:
+        if not connector.enabled:
+            suppressed.append({"provider": connector.name, "reason": "connector_disabled"})
+        elif connector.name in recently_alerted and not force:
+            suppressed.append({"provider": connector.name, "reason": "recently_alerted"})
+        else:
+            selected.append(connector)
+    return selected, suppressed
+
+
+def _alert_create(
+    report: models.HealthReport,
+    *,
+    actor,
+    selected: list[models.Connector],
+    suppressed: list[dict],
+    force,
+    now,
+) -> tuple[models.HealthAlert, list[models.AlertDelivery]]:
+    """The alert and one pending delivery per selected connector."""
+    alert = models.HealthAlert(
+        health=report,
+        created_at=now,
+        created_by=actor,
+        forced=force,
+        selected_providers=[c.name for c in selected],
+        suppressed_providers=suppressed,
+    )
+    alert.payload = alert_payload(report, alert.alert_id)
+    alert.save()
+    deliveries = models.AlertDelivery.objects.bulk_create(
+        [
+            models.AlertDelivery(
+                alert=alert,
+                connector=connector,
+                provider=connector.name,
+                created_at=now,
+                updated_at=now,
+            )
+            for connector in selected
+        ]
+    )
+    return alert, deliveries
 
 
 def health_alert_send(
@@ -131,45 +187,11 @@ def health_alert_send(
     if not report.is_degraded and not force:
         return AlertSendResult(alert=None, skipped_reason="health_report_healthy")
     now = timezone.now()
-    window_start = now - timedelta(minutes=suppression_window_minutes)
-    recently_alerted = set(
-        AlertDelivery.objects.filter(
-            alert__health=report,
-            alert__created_at__gte=window_start,
-            connector__in=connectors,
-        ).values_list("connector__name", flat=True)
-    )
-    selected, suppressed = [], []
-    for connector in connectors:
-        if not connector.enabled:
-            suppressed.append({"provider": connector.name, "reason": "connector_disabled"})
-        elif connector.name in recently_alerted and not force:
-            suppressed.append({"provider": connector.name, "reason": "recently_alerted"})
-        else:
-            selected.append(connector)
-
+    since = now - timedelta(minutes=suppression_window_minutes)
+    selected, suppressed = _connectors_select(report, connectors, since=since, force=force)
     with transaction.atomic(durable=True):
-        alert = HealthAlert(
-            health=report,
-            created_at=now,
-            created_by=actor,
-            forced=force,
-            selected_providers=[c.name for c in selected],
-            suppressed_providers=suppressed,
-        )
-        alert.payload = alert_payload(report, alert.alert_id)
-        alert.save()
-        deliveries = AlertDelivery.objects.bulk_create(
-            [
-                AlertDelivery(
-                    alert=alert,
-                    connector=connector,
-                    provider=connector.name,
-                    created_at=now,
-                    updated_at=now,
-                )
-                for connector in selected
-            ]
+        alert, deliveries = _alert_create(
+            report, actor=actor, selected=selected, suppressed=suppressed, force=force, now=now
         )
         claims = attempts_claim(
             deliveries=deliveries,
@@ -200,11 +222,20 @@ def health_alert_send(
             now=now,
         )
 
+    return _initial_attempts(alert, claims, actor=actor, timeout_seconds=timeout_seconds)
+
+
+def _initial_attempts(
+    alert: models.HealthAlert, claims, *, actor, timeout_seconds: float
+) -> AlertSendResult:
+    """Each claimed delivery's first attempt, outside any transaction, recorded as it ends."""
     result = AlertSendResult(alert=alert)
     for claim in claims:
         outcome = attempt_send(claim, timeout_seconds=timeout_seconds)
         record = attempt_record(claim=claim, outcome=outcome, actor=actor)
-        delivery = AlertDelivery.objects.select_related("connector").get(pk=claim.delivery_pk)
+        delivery = models.AlertDelivery.objects.select_related("connector").get(
+            pk=claim.delivery_pk
+        )
         result.attempts.append((delivery, record))
     return result
 
@@ -215,14 +246,46 @@ def _close_open_decisions(delivery_pks: list[int], now) -> int:
     Callers have checked that no attempt holds these deliveries' leases, so an `in_flight`
     decision among them belongs to an attempt that died.
     """
-    return RetryDecision.objects.filter(
-        delivery_id__in=delivery_pks, status__in=OPEN_DECISION_STATUSES
-    ).update(status=DecisionStatus.SUPERSEDED, closed_at=now)
+    return (
+        models.RetryDecision.objects.filter(delivery_id__in=delivery_pks)
+        .open()
+        .update(status=DecisionStatus.SUPERSEDED, closed_at=now)
+    )
+
+
+def _operator_evidence(*, kind, session_id, actor, subject, health_id, provider, now):
+    """The evidence row of one operator decision about a report's deliveries on a connector."""
+    return evidence_append(
+        kind=kind,
+        session_id=session_id,
+        signer=signer_of(actor),
+        subject=subject,
+        filters=EvidenceFilters(health_id=health_id, provider=provider),
+        decision_count=1,
+        now=now,
+    )
+
+
+def _suppress_acknowledged(delivery_qs, now) -> list[str]:
+    """Suppress the deliveries an acknowledgement closes, and supersede their open decisions;
+    the public IDs of the suppressed deliveries."""
+    lock_pending_decisions(delivery_qs.values("pk"))
+    open_deliveries = list(
+        delivery_qs.select_for_update(of=("self",))
+        .exclude(status__in=ACK_KEEPS_DELIVERY_STATUSES)
+        .order_by("pk")
+    )
+    # A delivery with an attempt in flight records that attempt's outcome itself.
+    suppressed = [d for d in open_deliveries if not d.lease_is_held(now)]
+    for delivery in suppressed:
+        delivery.suppress(reason=SuppressionReason.ACKNOWLEDGED, note="", now=now)
+    _close_open_decisions([d.pk for d in suppressed], now)
+    return [d.delivery_id for d in suppressed]
 
 
 def acknowledgement_create(
     *, actor, health_id: str, provider: str, state: str, external_ref: str = "", notes: str = ""
-) -> Acknowledgement:
+) -> models.Acknowledgement:
     """Record a recipient's acknowledgement of a report's alert on one connector.
 
     An `acknowledged` or `resolved` state closes the loop on that connector: deliveries of the
@@ -231,23 +294,19 @@ def acknowledgement_create(
     """
     report = health_report_get(health_id)
     try:
-        connector = Connector.objects.get(name=provider)
-    except Connector.DoesNotExist:
-        raise InvalidInput(
-            f"unknown provider: {provider}",
-            code="unknown_provider",
-            errors={"provider": [f"Unknown connector: {provider}."]},
-        ) from None
+        connector = models.Connector.objects.get(name=provider)
+    except models.Connector.DoesNotExist:
+        raise unknown_providers([provider]) from None
     now = timezone.now()
     with transaction.atomic(durable=True):
-        delivery_qs = AlertDelivery.objects.filter(alert__health=report, connector=connector)
+        delivery_qs = models.AlertDelivery.objects.filter(alert__health=report, connector=connector)
         latest = delivery_qs.select_related("alert").order_by("-alert__created_at", "-id").first()
         if latest is None:
             raise Conflict(
                 f"no alert of {report.health_id} was sent to {provider}",
                 code="alert_not_sent",
             )
-        ack = Acknowledgement.objects.create(
+        ack = models.Acknowledgement.objects.create(
             alert=latest.alert,
             health=report,
             connector=connector,
@@ -258,24 +317,13 @@ def acknowledgement_create(
             acknowledged_at=now,
             acknowledged_by=actor,
         )
-        suppressed_ids: list[str] = []
-        if state in CLOSING_ACK_STATES:
-            lock_pending_decisions(delivery_qs.values("pk"))
-            open_deliveries = list(
-                delivery_qs.select_for_update(of=("self",))
-                .exclude(status__in=ACK_KEEPS_DELIVERY_STATUSES)
-                .order_by("pk")
-            )
-            suppressed = [d for d in open_deliveries if not d.lease_is_held(now)]
-            # A delivery with an attempt in flight records that attempt's outcome itself.
-            for delivery in suppressed:
-                delivery.suppress(reason=SuppressionReason.ACKNOWLEDGED, note="", now=now)
-                suppressed_ids.append(delivery.delivery_id)
-            _close_open_decisions([d.pk for d in suppressed], now)
-        evidence_append(
+        suppressed_ids = (
+            _suppress_acknowledged(delivery_qs, now) if state in CLOSING_ACK_STATES else []
+        )
+        _operator_evidence(
             kind=MetadataKind.ALERT_ACK,
             session_id=ack.ack_id,
-            signer=signer_of(actor),
+            actor=actor,
             subject={
                 "ack_id": ack.ack_id,
                 "alert_id": latest.alert.alert_id,
@@ -288,8 +336,8 @@ def acknowledgement_create(
                 "notes_sha256": sha256_hex(notes),
                 "suppressed_delivery_ids": suppressed_ids,
             },
-            filters=EvidenceFilters(health_id=report.health_id, provider=connector.name),
-            decision_count=1,
+            health_id=report.health_id,
+            provider=connector.name,
             now=now,
         )
     return ack
@@ -303,26 +351,31 @@ def lock_pending_decisions(delivery_pks) -> None:
     order, so planners, operators and workers never wait on each other in a cycle.
     """
     list(
-        RetryDecision.objects.select_for_update()
-        .filter(delivery_id__in=delivery_pks, status=DecisionStatus.PENDING)
+        models.RetryDecision.objects.select_for_update()
+        .filter(delivery_id__in=delivery_pks)
+        .pending()
         .order_by("pk")
         .values_list("pk", flat=True)
     )
 
 
-def _delivery_locked(delivery_id: str) -> AlertDelivery:
-    pk = AlertDelivery.objects.filter(delivery_id=delivery_id).values_list("pk", flat=True).first()
+def _delivery_locked(delivery_id: str) -> models.AlertDelivery:
+    pk = (
+        models.AlertDelivery.objects.filter(delivery_id=delivery_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
     if pk is None:
         raise NotFound(f"delivery {delivery_id!r} does not exist")
     lock_pending_decisions([pk])
     return (
-        AlertDelivery.objects.select_for_update(of=("self",))
+        models.AlertDelivery.objects.select_for_update(of=("self",))
         .select_related("alert__health", "connector")
         .get(pk=pk)
     )
 
 
-def _require_recoverable(delivery: AlertDelivery, action: str, now) -> None:
+def _require_recoverable(delivery: models.AlertDelivery, action: str, now) -> None:
     if delivery.status not in RECOVERABLE_DELIVERY_STATUSES:
         raise Conflict(
             f"only failed, exhausted or accepted deliveries can be {action}; "
@@ -335,7 +388,7 @@ def _require_recoverable(delivery: AlertDelivery, action: str, now) -> None:
         )
 
 
-def delivery_waive(*, actor, delivery_id: str, reason: str) -> AlertDelivery:
+def delivery_waive(*, actor, delivery_id: str, reason: str) -> models.AlertDelivery:
     """An operator closes a failed or exhausted delivery without delivering it."""
     now = timezone.now()
     with transaction.atomic(durable=True):
@@ -344,10 +397,10 @@ def delivery_waive(*, actor, delivery_id: str, reason: str) -> AlertDelivery:
         previous_status = delivery.status
         delivery.suppress(reason=SuppressionReason.WAIVED, note=reason, now=now)
         superseded = _close_open_decisions([delivery.pk], now)
-        evidence_append(
+        _operator_evidence(
             kind=MetadataKind.DELIVERY_WAIVER,
             session_id=delivery.delivery_id,
-            signer=signer_of(actor),
+            actor=actor,
             subject={
                 "delivery_id": delivery.delivery_id,
                 "alert_id": delivery.alert.alert_id,
@@ -360,10 +413,8 @@ def delivery_waive(*, actor, delivery_id: str, reason: str) -> AlertDelivery:
                 "attempt_count": delivery.attempt_count,
                 "superseded_decisions": superseded,
             },
-            filters=EvidenceFilters(
-                health_id=delivery.alert.health.health_id, provider=delivery.provider
-            ),
-            decision_count=1,
+            health_id=delivery.alert.health.health_id,
+            provider=delivery.provider,
             now=now,
         )
     return delivery
@@ -371,7 +422,7 @@ def delivery_waive(*, actor, delivery_id: str, reason: str) -> AlertDelivery:
 
 def delivery_retry_now(
     *, actor, delivery_id: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-) -> tuple[AlertDelivery, ExecutionRecord | None]:
+) -> tuple[models.AlertDelivery, models.ExecutionRecord | None]:
     """A manual retry of one failed or exhausted delivery, now."""
     now = timezone.now()
     with transaction.atomic(durable=True):

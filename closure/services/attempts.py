@@ -378,6 +378,95 @@ def _deliveries_count(counted: list[tuple[ExecutionRecord, SendOutcome]], now: d
         )
 
 
+def _lock_for_record(
+    sent: list[tuple[ClaimedAttempt, SendOutcome]],
+) -> tuple[dict[int, AlertDelivery], dict[int, RetryDecision]]:
+    """Lock the wave's deliveries, then their decisions, one query each, by primary key."""
+    deliveries = {
+        d.pk: d
+        for d in AlertDelivery.objects.select_for_update(of=("self",))
+        .select_related("alert__health")
+        .only(*DELIVERY_LOCKED_FIELDS)
+        .filter(pk__in=[claim.delivery_pk for claim, _ in sent])
+        .order_by("pk")
+    }
+    decision_pks = [claim.decision_pk for claim, _ in sent if claim.decision_pk]
+    decisions = {
+        d.pk: d
+        for d in RetryDecision.objects.select_for_update(of=("self",))
+        .select_related("plan")
+        .only("status", "closed_at", "plan__retry_plan_id")
+        .filter(pk__in=decision_pks)
+        .order_by("pk")
+    }
+    return deliveries, decisions
+
+
+def _fenced_record(
+    claim: ClaimedAttempt,
+    outcome: SendOutcome,
+    *,
+    delivery: AlertDelivery,
+    decision: RetryDecision | None,
+    actor,
+    worker_run,
+    now: datetime,
+) -> tuple[ExecutionRecord, SendOutcome | None]:
+    """The unsaved record of one attempt, with the outcome that counts for its delivery (None:
+    the attempt lost its lease and is `superseded`)."""
+    current = delivery.lease_version == claim.lease_version
+    if not current:
+        logger.warning(
+            "attempt %s of %s lost its lease; recorded as superseded",
+            claim.attempt_number,
+            claim.delivery_id,
+        )
+    record = _execution(
+        delivery=delivery,
+        actor=actor,
+        now=now,
+        attempt_number=claim.attempt_number,
+        trigger=claim.trigger,
+        status=_status_of(outcome) if current else ExecutionStatus.SUPERSEDED,
+        outcome=outcome,
+        decision=decision,
+        worker_run_pk=claim.worker_run_pk,
+    )
+    if worker_run is not None and worker_run.pk == claim.worker_run_pk:
+        record.worker_run = worker_run
+    if current and record.decision is not None:
+        record.decision.status = DecisionStatus.EXECUTED
+        record.decision.closed_at = now
+    return record, outcome if current else None
+
+
+def _circuits_count_and_evidence(
+    written: list[tuple[ExecutionRecord, SendOutcome | None]], *, actor, now: datetime
+) -> None:
+    """Count each counted attempt on its connector's circuit and append every evidence row:
+    circuit transitions and execution records, in the order of the wave."""
+    connector_pks = [
+        record.delivery.connector_id for record, outcome in written if outcome is not None
+    ]
+    circuits = circuits_locked(connector_pks, create=True) if connector_pks else {}
+    unchanged = circuits_snapshot(circuits.values())
+    entries: list[EvidenceEntry] = []
+    for record, outcome in written:
+        if outcome is not None:
+            # An accepted attempt reached a working connector: it keeps the circuit closed.
+            entries.extend(
+                circuit_count(
+                    circuits[record.delivery.connector_id],
+                    delivered=outcome.delivered or outcome.accepted,
+                    actor=actor,
+                    now=now,
+                )
+            )
+        entries.append(_execution_evidence(record, actor=actor))
+    circuits_save(circuits.values(), unchanged=unchanged)
+    evidence_append_many(entries, now=now)
+
+
 def attempts_record(
     *, sent: list[tuple[ClaimedAttempt, SendOutcome]], actor, worker_run=None
 ) -> list[ExecutionRecord]:
@@ -396,51 +485,19 @@ def attempts_record(
     now = timezone.now()
     with transaction.atomic(durable=True):
         # Lock order as everywhere: deliveries, then their in-flight decisions, then circuits.
-        deliveries = {
-            d.pk: d
-            for d in AlertDelivery.objects.select_for_update(of=("self",))
-            .select_related("alert__health")
-            .only(*DELIVERY_LOCKED_FIELDS)
-            .filter(pk__in=[claim.delivery_pk for claim, _ in sent])
-            .order_by("pk")
-        }
-        decision_pks = [claim.decision_pk for claim, _ in sent if claim.decision_pk]
-        decisions = {
-            d.pk: d
-            for d in RetryDecision.objects.select_for_update(of=("self",))
-            .select_related("plan")
-            .only("status", "closed_at", "plan__retry_plan_id")
-            .filter(pk__in=decision_pks)
-            .order_by("pk")
-        }
-        # Each record with the outcome that counts for its delivery (None: superseded).
-        written: list[tuple[ExecutionRecord, SendOutcome | None]] = []
-        for claim, outcome in sent:
-            delivery = deliveries[claim.delivery_pk]
-            current = delivery.lease_version == claim.lease_version
-            if not current:
-                logger.warning(
-                    "attempt %s of %s lost its lease; recorded as superseded",
-                    claim.attempt_number,
-                    claim.delivery_id,
-                )
-            record = _execution(
-                delivery=delivery,
-                actor=actor,
-                now=now,
-                attempt_number=claim.attempt_number,
-                trigger=claim.trigger,
-                status=_status_of(outcome) if current else ExecutionStatus.SUPERSEDED,
-                outcome=outcome,
+        deliveries, decisions = _lock_for_record(sent)
+        written = [
+            _fenced_record(
+                claim,
+                outcome,
+                delivery=deliveries[claim.delivery_pk],
                 decision=decisions.get(claim.decision_pk),
-                worker_run_pk=claim.worker_run_pk,
+                actor=actor,
+                worker_run=worker_run,
+                now=now,
             )
-            if worker_run is not None and worker_run.pk == claim.worker_run_pk:
-                record.worker_run = worker_run
-            if current and record.decision is not None:
-                record.decision.status = DecisionStatus.EXECUTED
-                record.decision.closed_at = now
-            written.append((record, outcome if current else None))
+            for claim, outcome in sent
+        ]
         counted = [(record, outcome) for record, outcome in written if outcome is not None]
         ExecutionRecord.objects.bulk_create([record for record, _ in written])
         _deliveries_count(counted, now)
@@ -450,25 +507,22 @@ def attempts_record(
                 status=DecisionStatus.EXECUTED, closed_at=now
             )
         # Circuits last: every worker shares them, so they are held for the shortest time.
-        connector_pks = [record.delivery.connector_id for record, _ in counted]
-        circuits = circuits_locked(connector_pks, create=True) if connector_pks else {}
-        unchanged = circuits_snapshot(circuits.values())
-        entries: list[EvidenceEntry] = []
-        for record, outcome in written:
-            if outcome is not None:
-                # An accepted attempt reached a working connector: it keeps the circuit closed.
-                entries.extend(
-                    circuit_count(
-                        circuits[record.delivery.connector_id],
-                        delivered=outcome.delivered or outcome.accepted,
-                        actor=actor,
-                        now=now,
-                    )
-                )
-            entries.append(_execution_evidence(record, actor=actor))
-        circuits_save(circuits.values(), unchanged=unchanged)
-        evidence_append_many(entries, now=now)
+        _circuits_count_and_evidence(written, actor=actor, now=now)
     return [record for record, _ in written]
+
+
+def attempts_release(claims: list[ClaimedAttempt]) -> None:
+    """Give claimed but unsent attempts back (the worker is stopping): the decisions return to
+    `pending` and the leases are cleared, so another worker takes them at once."""
+    with transaction.atomic(durable=True):
+        for claim in sorted(claims, key=lambda c: c.decision_pk):
+            RetryDecision.objects.in_flight().filter(pk=claim.decision_pk).update(
+                status=DecisionStatus.PENDING, claimed_by_run=None
+            )
+        for claim in sorted(claims, key=lambda c: c.delivery_pk):
+            AlertDelivery.objects.filter(
+                pk=claim.delivery_pk, lease_version=claim.lease_version
+            ).update(lease_owner="", leased_until=None)
 
 
 def execution_skip(

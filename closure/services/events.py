@@ -10,7 +10,9 @@ from closure.services.common import signer_of
 from closure.services.errors import Conflict
 
 MAX_BATCH = 1000
-_BODY_FIELDS = (
+# The fields a client sends for an event: hashed to tell a repeat from a changed repeat, and
+# listed (with who ingested it and when) in the API's event resource.
+EVENT_BODY_FIELDS = (
     "event_id",
     "kind",
     "status",
@@ -24,7 +26,7 @@ _BODY_FIELDS = (
 
 
 def event_body_sha256(event: dict) -> str:
-    return sha256_hex(canonical_json({field: event.get(field) for field in _BODY_FIELDS}))
+    return sha256_hex(canonical_json({field: event.get(field) for field in EVENT_BODY_FIELDS}))
 
 
 def delivery_events_ingest(*, actor, events: list[dict]) -> dict:

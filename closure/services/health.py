@@ -57,74 +57,66 @@ def _unrecovered_failures(kind: str, success_statuses: list[str]):
     return (
         DeliveryEvent.objects.filter(kind=kind, status=EventStatus.FAILED)
         .filter(~Exists(later_success))
-        .order_by("-occurred_at", "-id")
+        .newest_first()
     )
 
 
-def health_compute(*, parameters: HealthParameters, now: datetime | None = None) -> dict:
-    """Judge health from the stored events. Reads only; the result is not stored."""
-    now = now or timezone.now()
-    findings: list[dict] = []
+# The upstream event kinds whose failures must be followed by a success: (kind, finding
+# category, noun in its message, the statuses that count as a later success).
+RECOVERABLE_EVENT_KINDS = (
+    (
+        EventKind.REPORT_DELIVERY,
+        "failed_executive_report_delivery",
+        "executive report deliveries",
+        [EventStatus.DELIVERED],
+    ),
+    (
+        EventKind.RETRY_EXECUTION,
+        "failed_executive_delivery_retry_execution",
+        "retry executions",
+        [EventStatus.DELIVERED, EventStatus.SUCCEEDED],
+    ),
+)
 
-    newest_run = (
-        DeliveryEvent.objects.filter(kind=EventKind.RETRY_WORKER_RUN)
-        .order_by("-occurred_at", "-id")
-        .values("event_id", "occurred_at", "schedule_enabled")
-        .first()
-    )
+
+def _missed_worker_findings(
+    newest_run: dict | None, parameters: HealthParameters, now: datetime
+) -> list[dict]:
     missed_after = now - timedelta(minutes=2 * parameters.expected_interval_minutes)
     if newest_run is None:
-        findings.append(
-            _finding(
-                Severity.CRITICAL,
-                "missed_executive_delivery_retry_worker",
-                "No upstream retry worker run has been reported.",
-                1,
-                [],
-            )
-        )
+        message, refs = "No upstream retry worker run has been reported.", []
     elif newest_run["occurred_at"] < missed_after:
-        findings.append(
-            _finding(
-                Severity.CRITICAL,
-                "missed_executive_delivery_retry_worker",
-                f"The newest upstream retry worker run ({isoformat(newest_run['occurred_at'])}) "
-                f"is older than twice the expected interval of "
-                f"{parameters.expected_interval_minutes} minutes.",
-                1,
-                [newest_run["event_id"]],
-            )
+        message = (
+            f"The newest upstream retry worker run ({isoformat(newest_run['occurred_at'])}) "
+            f"is older than twice the expected interval of "
+            f"{parameters.expected_interval_minutes} minutes."
         )
+        refs = [newest_run["event_id"]]
+    else:
+        return []
+    return [_finding(Severity.CRITICAL, "missed_executive_delivery_retry_worker", message, 1, refs)]
 
+
+def _stale_plan_findings(parameters: HealthParameters, now: datetime) -> list[dict]:
     stale_after = now - timedelta(minutes=parameters.stale_metadata_minutes)
-    recent_plan = DeliveryEvent.objects.filter(
+    if DeliveryEvent.objects.filter(
         kind=EventKind.RETRY_PLAN, occurred_at__gte=stale_after
-    ).exists()
-    if not recent_plan:
-        findings.append(
-            _finding(
-                Severity.WARNING,
-                "stale_executive_delivery_retry_plan",
-                f"No upstream retry plan in the last {parameters.stale_metadata_minutes} minutes.",
-                1,
-                [],
-            )
+    ).exists():
+        return []
+    return [
+        _finding(
+            Severity.WARNING,
+            "stale_executive_delivery_retry_plan",
+            f"No upstream retry plan in the last {parameters.stale_metadata_minutes} minutes.",
+            1,
+            [],
         )
+    ]
 
-    for kind, category, noun, successes in (
-        (
-            EventKind.REPORT_DELIVERY,
-            "failed_executive_report_delivery",
-            "executive report deliveries",
-            [EventStatus.DELIVERED],
-        ),
-        (
-            EventKind.RETRY_EXECUTION,
-            "failed_executive_delivery_retry_execution",
-            "retry executions",
-            [EventStatus.DELIVERED, EventStatus.SUCCEEDED],
-        ),
-    ):
+
+def _unrecovered_failure_findings() -> list[dict]:
+    findings = []
+    for kind, category, noun, successes in RECOVERABLE_EVENT_KINDS:
         failures = _unrecovered_failures(kind, successes)
         refs = list(failures.values_list("event_id", flat=True)[:MAX_REFS])
         if refs:
@@ -139,23 +131,34 @@ def health_compute(*, parameters: HealthParameters, now: datetime | None = None)
                     refs,
                 )
             )
+    return findings
 
-    if newest_run is not None and newest_run["schedule_enabled"] is False:
-        findings.append(
-            _finding(
-                Severity.WARNING,
-                "disabled_executive_delivery_retry_schedule",
-                "The newest upstream retry worker run reports its schedule disabled.",
-                1,
-                [newest_run["event_id"]],
-            )
+
+def _disabled_schedule_findings(newest_run: dict | None) -> list[dict]:
+    if newest_run is None or newest_run["schedule_enabled"] is not False:
+        return []
+    return [
+        _finding(
+            Severity.WARNING,
+            "disabled_executive_delivery_retry_schedule",
+            "The newest upstream retry worker run reports its schedule disabled.",
+            1,
+            [newest_run["event_id"]],
         )
+    ]
 
+
+def _alert_level(findings: list[dict]) -> AlertLevel:
+    """The most severe finding's level, healthy when there is none."""
     level = AlertLevel.HEALTHY
     for finding in findings:
         if ALERT_LEVEL_RANK[finding["severity"]] > ALERT_LEVEL_RANK[level]:
             level = AlertLevel(finding["severity"])
+    return level
 
+
+def _counts(findings: list[dict]) -> dict:
+    """Stored events by kind and status, and the findings by severity."""
     by_kind_status = (
         DeliveryEvent.objects.order_by().values("kind", "status").annotate(n=Count("id"))
     )
@@ -166,13 +169,30 @@ def health_compute(*, parameters: HealthParameters, now: datetime | None = None)
     counts["findings"] = len(findings)
     counts["critical_findings"] = sum(f["severity"] == Severity.CRITICAL for f in findings)
     counts["warning_findings"] = sum(f["severity"] == Severity.WARNING for f in findings)
+    return counts
 
+
+def health_compute(*, parameters: HealthParameters, now: datetime | None = None) -> dict:
+    """Judge health from the stored events. Reads only; the result is not stored."""
+    now = now or timezone.now()
+    newest_run = (
+        DeliveryEvent.objects.filter(kind=EventKind.RETRY_WORKER_RUN)
+        .newest_first()
+        .values("event_id", "occurred_at", "schedule_enabled")
+        .first()
+    )
+    findings = [
+        *_missed_worker_findings(newest_run, parameters, now),
+        *_stale_plan_findings(parameters, now),
+        *_unrecovered_failure_findings(),
+        *_disabled_schedule_findings(newest_run),
+    ]
     return {
         "generated_at": now,
-        "alert_level": level,
+        "alert_level": _alert_level(findings),
         "alert_count": len(findings),
         "findings": findings,
-        "counts": counts,
+        "counts": _counts(findings),
         "parameters": parameters.as_dict(),
     }
 

@@ -11,7 +11,7 @@ from closure.evidence.canonical import canonical_json, sha256_hex
 from closure.evidence.ledger import evidence_append, evidence_envelope
 from closure.models import Evidence
 from closure.models.base import PublicId
-from closure.readiness import release_readiness, runbook_build, runbook_markdown
+from closure.selectors.readiness import release_readiness, runbook_build, runbook_markdown
 from closure.services.common import signer_of
 
 READINESS_ID_PREFIX = "gordackfinalreleasereadiness-"

@@ -31,6 +31,7 @@ from closure.models import (
     RetryDecision,
     RetryPlan,
 )
+from closure.models.alerts import stuck_condition
 from closure.services.alerts import lock_pending_decisions
 from closure.services.common import signer_of
 from closure.services.errors import InvalidInput, NotFound
@@ -170,15 +171,10 @@ def _candidates(*, providers: list[str], health_id: str, now: datetime):
         connector=OuterRef("connector"),
         state__in=CLOSING_ACK_STATES,
     )
-    in_flight = RetryDecision.objects.filter(
-        delivery=OuterRef("pk"), status=DecisionStatus.IN_FLIGHT
-    )
-    stale_pending = Q(status=DeliveryStatus.PENDING) & (
-        Q(leased_until__isnull=True) | Q(leased_until__lte=now)
-    )
+    in_flight = RetryDecision.objects.in_flight().filter(delivery=OuterRef("pk"))
     queryset = (
-        AlertDelivery.objects.filter(Q(status=DeliveryStatus.FAILED) | stale_pending)
-        .exclude(leased_until__gt=now)
+        AlertDelivery.objects.filter(Q(status=DeliveryStatus.FAILED) | stuck_condition(now))
+        .lease_free(now)
         .filter(~Exists(in_flight))
         .annotate(acknowledged=Exists(acknowledged))
         .order_by("id")
@@ -416,9 +412,9 @@ def retry_plan_create(
             .values("pk", "status", "leased_until", "attempt_count")
         }
         busy = set(
-            RetryDecision.objects.filter(
-                InValues(F("delivery_id"), candidate_pks), status=DecisionStatus.IN_FLIGHT
-            ).values_list("delivery_id", flat=True)
+            RetryDecision.objects.in_flight()
+            .filter(InValues(F("delivery_id"), candidate_pks))
+            .values_list("delivery_id", flat=True)
         )
         planned = [p for p in planned if _unchanged(p.delivery, current[p.delivery.pk], busy, now)]
         counts = dict.fromkeys(DecisionAction.values, 0)
@@ -436,9 +432,8 @@ def retry_plan_create(
             waiting_count=counts[DecisionAction.WAIT],
             suppressed_count=counts[DecisionAction.SUPPRESS],
         )
-        RetryDecision.objects.filter(
-            InValues(F("delivery_id"), [p.delivery.pk for p in planned]),
-            status=DecisionStatus.PENDING,
+        RetryDecision.objects.pending().filter(
+            InValues(F("delivery_id"), [p.delivery.pk for p in planned])
         ).update(status=DecisionStatus.SUPERSEDED, closed_at=now)
         _apply_suppressions(planned, now)
         RetryDecision.objects.bulk_create(

@@ -1,12 +1,13 @@
 """Creating and revoking API tokens, each change recorded as evidence.
 
 The management commands, the admin (platform owners) and the console (a user's own tokens) all
-call these two functions. The evidence subject is public-safe: the token's name, stored prefix,
+call `api_token_create` and `api_token_revoke`; bearer authentication records each token's last
+use with `api_token_touch`. The evidence subject is public-safe: the token's name, stored prefix,
 owner and times, never the raw token or its hash.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -25,6 +26,9 @@ COMMAND_LINE_SIGNER = "cavra-command-line"
 MAX_NAME_LENGTH = ApiToken._meta.get_field("name").max_length
 # Ten years: a longer lifetime is no lifetime, and a much longer one overflows the date.
 MAX_TOKEN_DAYS = 3650
+# `last_used_at` is recorded to this precision: a busy client costs one write a minute, not one
+# per request (reads stay reads).
+LAST_USE_PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,17 @@ def _signer(actor) -> str:
     return COMMAND_LINE_SIGNER if actor is None else signer_of(actor)
 
 
+def _token_evidence(*, actor, token: ApiToken, change: str, now: datetime) -> Evidence:
+    return evidence_append(
+        kind=MetadataKind.API_TOKEN,
+        session_id=token.token_id,
+        signer=_signer(actor),
+        subject={"change": change, "token": api_token_public(token)},
+        decision_count=1,
+        now=now,
+    )
+
+
 def api_token_create(*, actor, user, name: str, days: int | None = None) -> ApiTokenIssue:
     """Issue a token for `user`. `actor` is the signed-in user who asked (None: a management
     command); the caller decides whether `actor` may issue tokens for `user`."""
@@ -77,14 +92,7 @@ def api_token_create(*, actor, user, name: str, days: int | None = None) -> ApiT
         )
     with transaction.atomic(durable=True):
         token, raw = ApiToken.issue(user=user, name=name, days=days)
-        evidence = evidence_append(
-            kind=MetadataKind.API_TOKEN,
-            session_id=token.token_id,
-            signer=_signer(actor),
-            subject={"change": "created", "token": api_token_public(token)},
-            decision_count=1,
-            now=token.created_at,
-        )
+        evidence = _token_evidence(actor=actor, token=token, change="created", now=token.created_at)
     return ApiTokenIssue(token=token, raw=raw, evidence=evidence)
 
 
@@ -112,12 +120,11 @@ def api_token_revoke(
                 code="api_token_already_revoked",
             )
         token.revoke(now)
-        evidence = evidence_append(
-            kind=MetadataKind.API_TOKEN,
-            session_id=token.token_id,
-            signer=_signer(actor),
-            subject={"change": "revoked", "token": api_token_public(token)},
-            decision_count=1,
-            now=now,
-        )
+        evidence = _token_evidence(actor=actor, token=token, change="revoked", now=now)
     return ApiTokenRevocation(token=token, evidence=evidence)
+
+
+def api_token_touch(*, token: ApiToken, now: datetime) -> None:
+    """Record that `token` authenticated a request at `now`, at most once a minute."""
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USE_PRECISION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

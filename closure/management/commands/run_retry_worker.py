@@ -3,6 +3,7 @@ import random
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -10,7 +11,8 @@ from django.db import OperationalError, connections
 
 from closure.services.errors import ServiceError
 from closure.services.retries import RetryPolicy
-from closure.worker import RetryResult, WorkerOptions, worker_run_execute, worker_run_serialize
+from closure.services.worker_runs import worker_run_serialize
+from closure.worker import RetryResult, WorkerOptions, worker_run_execute
 
 # How long a looping worker waits before trying again after the database went away.
 DATABASE_RETRY_SECONDS = 5.0
@@ -38,29 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=60.0)
 
     def handle(self, *args, **options):
-        try:
-            actor = get_user_model().objects.get(username=options["user"])
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"no user named {options['user']!r}") from None
-        if options["execute"] and not actor.has_perm("closure.execute_retry"):
-            raise CommandError(f"{actor.username} lacks the execute_retry permission")
-        if not 1 <= options["max_retry_deliveries"] <= 500:
-            raise CommandError("--max-retry-deliveries must be between 1 and 500")
-        if not 0 <= options["batch"] <= 500:
-            raise CommandError("--batch must be between 1 and 500 (0: one claim per run)")
-        if not 1 <= options["timeout_seconds"] <= 30:
-            raise CommandError("--timeout-seconds must be between 1 and 30")
-        if options["interval"] <= 0:
-            raise CommandError("--interval must be positive")
-        worker_options = WorkerOptions(
-            execute=options["execute"],
-            retry_plan_id=options["retry_plan_id"],
-            retry_policy=RetryPolicy(),
-            max_retry_deliveries=options["max_retry_deliveries"],
-            batch_size=options["batch"],
-            providers=tuple(p.strip() for p in options["provider"].split(",") if p.strip()),
-            timeout_seconds=options["timeout_seconds"],
-        )
+        actor = _actor(options["user"], execute=options["execute"])
+        worker_options = _worker_options(options)
         stop = threading.Event()
 
         def request_stop(signum, frame):
@@ -70,44 +51,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         interactive = sys.stdout.isatty()
         while True:
-            counts = {"delivered": 0, "failed": 0, "skipped": 0}
-
-            def on_result(result: RetryResult, counts=counts) -> None:
-                if result.execution is not None and not result.skipped:
-                    counts[result.execution.execution_status] += 1
-                else:
-                    counts["skipped"] += 1
-                if interactive:
-                    self.stdout.write(
-                        f"\r  delivered {counts['delivered']}  failed {counts['failed']}  "
-                        f"skipped {counts['skipped']}",
-                        ending="",
-                    )
-                    self.stdout.flush()
-
-            try:
-                outcome = worker_run_execute(
-                    actor=actor,
-                    options=worker_options,
-                    on_result=on_result,
-                    should_stop=stop.is_set,
-                )
-            except ServiceError as exc:
-                raise CommandError(exc.detail) from exc
-            except OperationalError as exc:
-                if not options["loop"]:
-                    raise CommandError(f"database error: {str(exc).splitlines()[0]}") from exc
-                # The database went away: drop the broken connection and try again next cycle.
-                connections.close_all()
-                self.stderr.write(json.dumps({"event": "database_unavailable"}))
-                outcome = None
-            else:
-                run = worker_run_serialize(outcome.run)
-                if interactive:
-                    self.stdout.write("")
-                self.stdout.write(
-                    json.dumps({"run_id": run["run_id"], "status": run["status"], **run["summary"]})
-                )
+            outcome = self._run_once(
+                actor, worker_options, stop, loop=options["loop"], interactive=interactive
+            )
             if stop.is_set():
                 return
             if options["drain"] and outcome is not None and outcome.run.status != "no_work":
@@ -122,3 +68,81 @@ class Command(BaseCommand):
             stop.wait(wait * random.uniform(0.8, 1.2))  # noqa: S311
             if stop.is_set():
                 return
+
+    def _run_once(
+        self, actor, worker_options: WorkerOptions, stop: threading.Event, *, loop, interactive
+    ):
+        """One run, its outcome printed as one JSON line; None when a looping worker lost the
+        database (it tries again next cycle)."""
+        try:
+            outcome = worker_run_execute(
+                actor=actor,
+                options=worker_options,
+                on_result=self._progress(interactive),
+                should_stop=stop.is_set,
+            )
+        except ServiceError as exc:
+            raise CommandError(exc.detail) from exc
+        except OperationalError as exc:
+            if not loop:
+                raise CommandError(f"database error: {str(exc).splitlines()[0]}") from exc
+            # The database went away: drop the broken connection and try again next cycle.
+            connections.close_all()
+            self.stderr.write(json.dumps({"event": "database_unavailable"}))
+            return None
+        run = worker_run_serialize(outcome.run)
+        if interactive:
+            self.stdout.write("")
+        self.stdout.write(
+            json.dumps({"run_id": run["run_id"], "status": run["status"], **run["summary"]})
+        )
+        return outcome
+
+    def _progress(self, interactive: bool) -> Callable[[RetryResult], None]:
+        """Counts the run's attempts as they finish, redrawn on one line on a terminal."""
+        counts = {"delivered": 0, "failed": 0, "skipped": 0}
+
+        def on_result(result: RetryResult) -> None:
+            if result.execution is not None and not result.skipped:
+                counts[result.execution.execution_status] += 1
+            else:
+                counts["skipped"] += 1
+            if interactive:
+                self.stdout.write(
+                    f"\r  delivered {counts['delivered']}  failed {counts['failed']}  "
+                    f"skipped {counts['skipped']}",
+                    ending="",
+                )
+                self.stdout.flush()
+
+        return on_result
+
+
+def _actor(username: str, *, execute: bool):
+    try:
+        actor = get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise CommandError(f"no user named {username!r}") from None
+    if execute and not actor.has_perm("closure.execute_retry"):
+        raise CommandError(f"{actor.username} lacks the execute_retry permission")
+    return actor
+
+
+def _worker_options(options: dict) -> WorkerOptions:
+    if not 1 <= options["max_retry_deliveries"] <= 500:
+        raise CommandError("--max-retry-deliveries must be between 1 and 500")
+    if not 0 <= options["batch"] <= 500:
+        raise CommandError("--batch must be between 1 and 500 (0: one claim per run)")
+    if not 1 <= options["timeout_seconds"] <= 30:
+        raise CommandError("--timeout-seconds must be between 1 and 30")
+    if options["interval"] <= 0:
+        raise CommandError("--interval must be positive")
+    return WorkerOptions(
+        execute=options["execute"],
+        retry_plan_id=options["retry_plan_id"],
+        retry_policy=RetryPolicy(),
+        max_retry_deliveries=options["max_retry_deliveries"],
+        batch_size=options["batch"],
+        providers=tuple(p.strip() for p in options["provider"].split(",") if p.strip()),
+        timeout_seconds=options["timeout_seconds"],
+    )

@@ -21,9 +21,9 @@ from closure.choices import (
     ReviewDecision,
 )
 from closure.evidence.canonical import isoformat
-from closure.evidence.ledger import evidence_verify
+from closure.evidence.ledger import ChainVerification, evidence_verify
 from closure.models import ClosureReview, Evidence, ExecutionRecord
-from closure.selectors import A, B, closure_dashboard
+from closure.selectors.dashboard import A, B, closure_dashboard
 
 READINESS_SCHEMA_VERSION = (
     "cavra.go-backend-pilot.rollback-drill-final-reporting-release-readiness.v1"
@@ -65,9 +65,7 @@ def _failed_retry_executions() -> tuple[int, list[str]]:
 
 
 def _review_check(dashboard: dict) -> tuple[dict, dict | None]:
-    review = (
-        ClosureReview.objects.select_related("reviewer").order_by("-reviewed_at", "-id").first()
-    )
+    review = ClosureReview.objects.select_related("reviewer").newest_first().first()
     title = "The latest closure review covers the current state"
     action = f"Record a closure review: POST {B}/final-reporting-closure-reviews."
     if review is None:
@@ -114,6 +112,82 @@ def _review_check(dashboard: dict) -> tuple[dict, dict | None]:
     return _check("closure_review_recorded", title, passed, evidence, action), summary
 
 
+def _check_closure_closed(dashboard: dict) -> dict:
+    return _check(
+        "closure_closed",
+        "The final reporting closure is closed",
+        dashboard["closure_state"] == ClosureState.CLOSED,
+        [
+            f"closure_state={dashboard['closure_state']}",
+            f"open_item_count={dashboard['open_item_count']}",
+            f"open_items={','.join(dashboard['open_items'])}",
+        ],
+        f"Work through the open risks on GET {B}/final-reporting-closure-dashboard; each "
+        f"names the action that closes it.",
+    )
+
+
+def _check_delivery_failures(dashboard: dict) -> dict:
+    failed = _risk_count(dashboard, "executive_retry_health_alert_delivery_failed")
+    exhausted = _risk_count(dashboard, "executive_retry_health_alert_delivery_exhausted")
+    return _check(
+        "alert_delivery_failures_resolved",
+        "No unresolved alert delivery failures",
+        failed == 0 and exhausted == 0,
+        [f"failed_deliveries={failed}", f"exhausted_deliveries={exhausted}"],
+        f"Plan and run retries (POST {A}/retry-plan, then POST {A}/retry-worker-run with "
+        f"execute=true), retry by hand, or waive with a reason.",
+    )
+
+
+def _check_retry_executions(dashboard: dict) -> dict:
+    failed_executions, execution_refs = _failed_retry_executions()
+    worker_failed = _risk_count(dashboard, "executive_retry_health_alert_retry_worker_failed")
+    return _check(
+        "retry_execution_failures_resolved",
+        "No unresolved retry execution failures",
+        failed_executions == 0 and worker_failed == 0,
+        [
+            f"unresolved_failed_retry_executions={failed_executions}",
+            f"refs={','.join(execution_refs)}",
+            f"latest_live_worker_run_failed={'true' if worker_failed else 'false'}",
+        ],
+        f"Inspect the failed execution records (GET /api/v1/execution-records/"
+        f"?execution_status=failed), fix the connector, then run the worker live again "
+        f"(POST {A}/retry-worker-run with execute=true).",
+    )
+
+
+def _check_acknowledgements(dashboard: dict) -> dict:
+    outstanding = _risk_count(dashboard, "executive_retry_health_alert_acknowledgement_outstanding")
+    return _check(
+        "acknowledgements_complete",
+        "Every delivered alert is acknowledged",
+        outstanding == 0,
+        [f"outstanding_acknowledgements={outstanding}"],
+        f"Record each recipient's acknowledgement: POST {A}/{{health_id}}/acknowledgements.",
+    )
+
+
+def _check_evidence_chain(chain: ChainVerification) -> dict:
+    checkpoint = chain.as_dict()["checkpoint"]
+    return _check(
+        "evidence_chain_verifies",
+        "The evidence chain verifies",
+        chain.ok,
+        [
+            f"evidence_ok={'true' if chain.ok else 'false'}",
+            f"evidence_count={chain.count}",
+            f"evidence_head={chain.head}",
+            f"first_broken_sequence={chain.first_broken_sequence or ''}",
+            f"checkpoint_head_sequence={checkpoint['head_sequence'] if checkpoint else ''}",
+            f"evidence_verified={chain.verified_rows()}",
+        ],
+        f"Stop and escalate: the ledger was changed outside the application (first broken "
+        f"sequence {chain.first_broken_sequence}: {chain.problem}). Do not release.",
+    )
+
+
 def release_readiness(*, now: datetime | None = None, full: bool = False) -> dict:
     """Whether the release's reporting closure may be approved, check by check. Reads only.
 
@@ -124,71 +198,16 @@ def release_readiness(*, now: datetime | None = None, full: bool = False) -> dic
     """
     now = now or timezone.now()
     dashboard = closure_dashboard(now=now)
-    failed = _risk_count(dashboard, "executive_retry_health_alert_delivery_failed")
-    exhausted = _risk_count(dashboard, "executive_retry_health_alert_delivery_exhausted")
-    failed_executions, execution_refs = _failed_retry_executions()
-    worker_failed = _risk_count(dashboard, "executive_retry_health_alert_retry_worker_failed")
-    outstanding = _risk_count(dashboard, "executive_retry_health_alert_acknowledgement_outstanding")
+    # Read in this order: the failed executions, the chain, then the latest review.
+    executions_check = _check_retry_executions(dashboard)
     chain = evidence_verify(full=full)
     review_check, review = _review_check(dashboard)
-    checkpoint = chain.as_dict()["checkpoint"]
-
     checks = [
-        _check(
-            "closure_closed",
-            "The final reporting closure is closed",
-            dashboard["closure_state"] == ClosureState.CLOSED,
-            [
-                f"closure_state={dashboard['closure_state']}",
-                f"open_item_count={dashboard['open_item_count']}",
-                f"open_items={','.join(dashboard['open_items'])}",
-            ],
-            f"Work through the open risks on GET {B}/final-reporting-closure-dashboard; each "
-            f"names the action that closes it.",
-        ),
-        _check(
-            "alert_delivery_failures_resolved",
-            "No unresolved alert delivery failures",
-            failed == 0 and exhausted == 0,
-            [f"failed_deliveries={failed}", f"exhausted_deliveries={exhausted}"],
-            f"Plan and run retries (POST {A}/retry-plan, then POST {A}/retry-worker-run with "
-            f"execute=true), retry by hand, or waive with a reason.",
-        ),
-        _check(
-            "retry_execution_failures_resolved",
-            "No unresolved retry execution failures",
-            failed_executions == 0 and worker_failed == 0,
-            [
-                f"unresolved_failed_retry_executions={failed_executions}",
-                f"refs={','.join(execution_refs)}",
-                f"latest_live_worker_run_failed={'true' if worker_failed else 'false'}",
-            ],
-            f"Inspect the failed execution records (GET /api/v1/execution-records/"
-            f"?execution_status=failed), fix the connector, then run the worker live again "
-            f"(POST {A}/retry-worker-run with execute=true).",
-        ),
-        _check(
-            "acknowledgements_complete",
-            "Every delivered alert is acknowledged",
-            outstanding == 0,
-            [f"outstanding_acknowledgements={outstanding}"],
-            f"Record each recipient's acknowledgement: POST {A}/{{health_id}}/acknowledgements.",
-        ),
-        _check(
-            "evidence_chain_verifies",
-            "The evidence chain verifies",
-            chain.ok,
-            [
-                f"evidence_ok={'true' if chain.ok else 'false'}",
-                f"evidence_count={chain.count}",
-                f"evidence_head={chain.head}",
-                f"first_broken_sequence={chain.first_broken_sequence or ''}",
-                f"checkpoint_head_sequence={checkpoint['head_sequence'] if checkpoint else ''}",
-                f"evidence_verified={chain.verified_rows()}",
-            ],
-            f"Stop and escalate: the ledger was changed outside the application (first broken "
-            f"sequence {chain.first_broken_sequence}: {chain.problem}). Do not release.",
-        ),
+        _check_closure_closed(dashboard),
+        _check_delivery_failures(dashboard),
+        executions_check,
+        _check_acknowledgements(dashboard),
+        _check_evidence_chain(chain),
         review_check,
     ]
     failing = [c["id"] for c in checks if c["status"] == "fail"]
@@ -239,16 +258,31 @@ def _section(section_id: str, title: str, paragraphs=(), items=(), ordered=False
     }
 
 
-def runbook_build(
-    *, readiness: dict, runbook_id: str, generated_by: str, readiness_evidence: dict | None
-) -> dict:
-    """The runbook's content as data: a title, the gate's outcome and six sections (purpose,
-    readiness gate, operator steps, evidence to attach, private boundary, checks)."""
-    failing = [c for c in readiness["checks"] if c["status"] == "fail"]
-    chain = readiness["evidence_chain"]
-    review = readiness["latest_closure_review"]
-    steps = [f"{c['title']}: {c['operator_action']}" for c in failing]
-    steps += [
+PURPOSE = (
+    "Close the last mile of release-governance reporting for the rollback drill: prove that "
+    "every executive retry health alert reached its recipients or was consciously waived, that "
+    "the evidence of it is complete and unaltered, and record the release decision."
+)
+PRIVATE_BOUNDARY = [
+    "Public: public IDs, counts, states, connector names, timestamps, hashes and evidence "
+    "sequence numbers.",
+    "Never: connector URLs, tokens, signing secrets, SMTP credentials or API tokens; they are "
+    "encrypted at rest and absent from evidence and exports.",
+    "Never: the evidence signing private key. Only its public key "
+    "(`python manage.py evidence_public_key`) is shared with auditors.",
+    "Response bodies of connectors appear only as a hash and a short redacted excerpt.",
+]
+
+
+def _operator_steps(readiness: dict) -> list[str]:
+    """What fails first, each with its action, then the closing steps every release takes."""
+    steps = [
+        f"{c['title']}: {c['operator_action']}"
+        for c in readiness["checks"]
+        if c["status"] == "fail"
+    ]
+    return [
+        *steps,
         "Verify the evidence chain: `python manage.py verify_evidence` (or GET "
         "/api/v1/evidence/verify/); it must report ok.",
         "Write a signed checkpoint of the chain head: `python manage.py evidence_checkpoint`, "
@@ -261,6 +295,13 @@ def runbook_build(
         "export_evidence`) and verify it offline: `python -m closure.verify_export BUNDLE "
         "--public-key <published key>`.",
     ]
+
+
+def _evidence_to_attach(
+    readiness: dict, runbook_id: str, readiness_evidence: dict | None
+) -> list[str]:
+    chain = readiness["evidence_chain"]
+    review = readiness["latest_closure_review"]
     attach = []
     if readiness_evidence:
         attach.append(
@@ -283,6 +324,20 @@ def runbook_build(
             f"key {chain['checkpoint']['key_id']}, {chain['checkpoint']['checkpointed_at']}."
         )
     attach.append("The verified evidence export bundle (manifest.json and its data file).")
+    return attach
+
+
+def runbook_build(
+    *, readiness: dict, runbook_id: str, generated_by: str, readiness_evidence: dict | None
+) -> dict:
+    """The runbook's content as data: a title, the gate's outcome and six sections (purpose,
+    readiness gate, operator steps, evidence to attach, private boundary, checks)."""
+    gate = (
+        f"Readiness is {readiness['readiness_state']}; release decision "
+        f"{readiness['release_decision']}. {readiness['release_decision_reason']}"
+    )
+    gate_items = [f"{c['status'].upper()}: {c['title']} ({c['id']})" for c in readiness["checks"]]
+    boundary = "What may leave the system with this runbook, and what never does."
     return {
         "schema_version": RUNBOOK_SCHEMA_VERSION,
         "runbook_id": runbook_id,
@@ -293,43 +348,21 @@ def runbook_build(
         "release_decision": readiness["release_decision"],
         "release_decision_reason": readiness["release_decision_reason"],
         "sections": [
+            _section("purpose", "Purpose", paragraphs=[PURPOSE]),
+            _section("readiness_gate", "Readiness gate", paragraphs=[gate], items=gate_items),
             _section(
-                "purpose",
-                "Purpose",
-                paragraphs=[
-                    "Close the last mile of release-governance reporting for the rollback "
-                    "drill: prove that every executive retry health alert reached its "
-                    "recipients or was consciously waived, that the evidence of it is complete "
-                    "and unaltered, and record the release decision.",
-                ],
+                "operator_steps", "Operator steps", items=_operator_steps(readiness), ordered=True
             ),
             _section(
-                "readiness_gate",
-                "Readiness gate",
-                paragraphs=[
-                    f"Readiness is {readiness['readiness_state']}; release decision "
-                    f"{readiness['release_decision']}. {readiness['release_decision_reason']}",
-                ],
-                items=[
-                    f"{c['status'].upper()}: {c['title']} ({c['id']})" for c in readiness["checks"]
-                ],
+                "evidence_to_attach",
+                "Evidence to attach",
+                items=_evidence_to_attach(readiness, runbook_id, readiness_evidence),
             ),
-            _section("operator_steps", "Operator steps", items=steps, ordered=True),
-            _section("evidence_to_attach", "Evidence to attach", items=attach),
             _section(
                 "private_boundary",
                 "Private boundary",
-                paragraphs=["What may leave the system with this runbook, and what never does."],
-                items=[
-                    "Public: public IDs, counts, states, connector names, timestamps, hashes "
-                    "and evidence sequence numbers.",
-                    "Never: connector URLs, tokens, signing secrets, SMTP credentials or API "
-                    "tokens; they are encrypted at rest and absent from evidence and exports.",
-                    "Never: the evidence signing private key. Only its public key "
-                    "(`python manage.py evidence_public_key`) is shared with auditors.",
-                    "Response bodies of connectors appear only as a hash and a short redacted "
-                    "excerpt.",
-                ],
+                paragraphs=[boundary],
+                items=PRIVATE_BOUNDARY,
             ),
             _section("checks", "Checks", checks=readiness["checks"]),
         ],

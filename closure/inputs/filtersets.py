@@ -1,10 +1,12 @@
-"""One FilterSet per model, shared by the API lists (and the console pages)."""
+"""One FilterSet per model, shared by the API lists and the console pages."""
 
 import django_filters as filters
 
+from closure import models
 from closure.choices import (
     AcknowledgementState,
     AlertLevel,
+    ClosureState,
     ConnectorKind,
     DecisionAction,
     DeliveryStatus,
@@ -13,19 +15,8 @@ from closure.choices import (
     ExecutionStatus,
     ExecutionTrigger,
     MetadataKind,
+    ReviewDecision,
     WorkerRunStatus,
-)
-from closure.models import (
-    Acknowledgement,
-    AlertDelivery,
-    Connector,
-    DeliveryEvent,
-    Evidence,
-    ExecutionRecord,
-    HealthAlert,
-    HealthReport,
-    RetryPlan,
-    WorkerRun,
 )
 
 
@@ -44,7 +35,7 @@ class DeliveryEventFilterSet(filters.FilterSet):
     occurred_after, occurred_before = _date_range("occurred_at")
 
     class Meta:
-        model = DeliveryEvent
+        model = models.DeliveryEvent
         fields = ["kind", "status", "provider", "run_id"]
 
 
@@ -53,7 +44,7 @@ class HealthReportFilterSet(filters.FilterSet):
     generated_after, generated_before = _date_range("generated_at")
 
     class Meta:
-        model = HealthReport
+        model = models.HealthReport
         fields = ["alert_level"]
 
 
@@ -62,7 +53,7 @@ class ConnectorFilterSet(filters.FilterSet):
     enabled = filters.BooleanFilter()
 
     class Meta:
-        model = Connector
+        model = models.Connector
         fields = ["kind", "enabled"]
 
 
@@ -72,7 +63,7 @@ class HealthAlertFilterSet(filters.FilterSet):
     created_after, created_before = _date_range("created_at")
 
     class Meta:
-        model = HealthAlert
+        model = models.HealthAlert
         fields = ["health_id", "provider", "forced"]
 
 
@@ -84,7 +75,7 @@ class AlertDeliveryFilterSet(filters.FilterSet):
     created_after, created_before = _date_range("created_at")
 
     class Meta:
-        model = AlertDelivery
+        model = models.AlertDelivery
         fields = ["status", "provider", "health_id", "alert_id"]
 
 
@@ -97,7 +88,7 @@ class AcknowledgementFilterSet(filters.FilterSet):
     acknowledged_after, acknowledged_before = _date_range("acknowledged_at")
 
     class Meta:
-        model = Acknowledgement
+        model = models.Acknowledgement
         fields = ["acknowledgement_state", "provider", "health_id"]
 
 
@@ -109,7 +100,7 @@ class RetryPlanFilterSet(filters.FilterSet):
     )
 
     class Meta:
-        model = RetryPlan
+        model = models.RetryPlan
         fields = ["alert_level", "action"]
 
 
@@ -119,7 +110,7 @@ class WorkerRunFilterSet(filters.FilterSet):
     started_after, started_before = _date_range("started_at")
 
     class Meta:
-        model = WorkerRun
+        model = models.WorkerRun
         fields = ["status", "dry_run"]
 
 
@@ -134,7 +125,7 @@ class ExecutionRecordFilterSet(filters.FilterSet):
     executed_after, executed_before = _date_range("executed_at")
 
     class Meta:
-        model = ExecutionRecord
+        model = models.ExecutionRecord
         fields = ["execution_status", "trigger", "provider", "health_id", "error_class"]
 
 
@@ -151,5 +142,25 @@ class EvidenceFilterSet(filters.FilterSet):
     sequence_to = filters.NumberFilter(field_name="sequence", lookup_expr="lte")
 
     class Meta:
-        model = Evidence
+        model = models.Evidence
         fields = ["metadata_kind", "session_id", "health_id", "provider", "signer"]
+
+
+class ClosureReviewFilterSet(filters.FilterSet):
+    decision = filters.ChoiceFilter(choices=ReviewDecision.choices)
+    closure_state = filters.ChoiceFilter(choices=ClosureState.choices)
+    reviewer = filters.CharFilter(field_name="reviewer__username")
+    reviewed_after, reviewed_before = _date_range("reviewed_at")
+
+    class Meta:
+        model = models.ClosureReview
+        fields = ["decision", "closure_state", "reviewer"]
+
+
+class EvidenceCheckpointFilterSet(filters.FilterSet):
+    key_id = filters.CharFilter()
+    checkpointed_after, checkpointed_before = _date_range("checkpointed_at")
+
+    class Meta:
+        model = models.EvidenceCheckpoint
+        fields = ["key_id"]
