@@ -44,7 +44,7 @@ class MetadataKind(models.TextChoices):
         f"{METADATA_KIND_PREFIX}-final-reporting-admin-export",
         "Admin changelist export",
     )
-    # A username locked out after repeated failed logins (closure/ops/lockout.py).
+    # A username locked out after repeated failed logins (closure/services/security.py).
     LOGIN_LOCKOUT = f"{METADATA_KIND_PREFIX}-access-login-lockout", "Login lockout"
     # An API token created or revoked (closure/services/tokens.py).
     API_TOKEN = f"{METADATA_KIND_PREFIX}-access-api-token", "API token change"

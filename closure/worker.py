@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from django.utils import timezone
 
+from closure import models
 from closure.choices import (
     DecisionAction,
     ExecutionStatus,
@@ -26,14 +27,6 @@ from closure.choices import (
     WorkerRunStatus,
 )
 from closure.connectors import SendOutcome
-from closure.models import (
-    AlertDelivery,
-    Evidence,
-    ExecutionRecord,
-    RetryDecision,
-    RetryPlan,
-    WorkerRun,
-)
 from closure.services.attempts import (
     ClaimedAttempt,
     attempts_prepare,
@@ -81,7 +74,7 @@ class WorkerOptions:
 @dataclass
 class RetryResult:
     decision: dict
-    execution: ExecutionRecord | None = None
+    execution: models.ExecutionRecord | None = None
     skipped: str = ""
 
 
@@ -103,14 +96,14 @@ class Wave:
 
 @dataclass
 class WorkerOutcome:
-    run: WorkerRun
-    run_evidence: Evidence
+    run: models.WorkerRun
+    run_evidence: models.Evidence
     plan_public: dict | None
-    plan_evidence: Evidence | None
+    plan_evidence: models.Evidence | None
     results: list[RetryResult]
 
 
-def _dry_verdict(delivery: AlertDelivery, now) -> tuple[str, str]:
+def _dry_verdict(delivery: models.AlertDelivery, now) -> tuple[str, str]:
     """What a live run's claim would do with a due retry of this delivery: ("send", ""),
     ("skip", the skip reason it would record) or ("hold", why it would stay pending)."""
     if delivery.lease_is_held(now):
@@ -129,7 +122,7 @@ def _dry_verdict(delivery: AlertDelivery, now) -> tuple[str, str]:
     return "send", ""
 
 
-def _plan_counts(plan: RetryPlan) -> dict:
+def _plan_counts(plan: models.RetryPlan) -> dict:
     return {
         "retryable_count": plan.retryable_count,
         "waiting_retry_count": plan.waiting_count,
@@ -137,7 +130,9 @@ def _plan_counts(plan: RetryPlan) -> dict:
     }
 
 
-def _live_ending(plan: RetryPlan, results: list[RetryResult], *, stopped: bool) -> WorkerRunEnding:
+def _live_ending(
+    plan: models.RetryPlan, results: list[RetryResult], *, stopped: bool
+) -> WorkerRunEnding:
     statuses = [r.execution.execution_status for r in results if r.execution and not r.skipped]
     delivered = statuses.count(ExecutionStatus.DELIVERED)
     # Taken by the connector but not confirmed (a Teams 202): not a failure of the run.
@@ -199,16 +194,16 @@ class Worker:
 
     # -- plan -----------------------------------------------------------------------------
 
-    def _plan(self) -> tuple[RetryPlan | None, dict | None, Evidence | None]:
+    def _plan(self) -> tuple[models.RetryPlan | None, dict | None, models.Evidence | None]:
         options = self.options
         if options.retry_plan_id:
             try:
-                plan = RetryPlan.objects.select_related("generated_by").get(
+                plan = models.RetryPlan.objects.select_related("generated_by").get(
                     retry_plan_id=options.retry_plan_id
                 )
-            except RetryPlan.DoesNotExist:
+            except models.RetryPlan.DoesNotExist:
                 raise NotFound(f"retry plan {options.retry_plan_id!r} does not exist") from None
-            evidence = Evidence.objects.filter(
+            evidence = models.Evidence.objects.filter(
                 metadata_kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
             ).first()
             return plan, evidence.payload["subject"] if evidence else None, evidence
@@ -217,7 +212,7 @@ class Worker:
         plan, public = retry_plan_create(
             actor=self.actor, policy=options.retry_policy, providers=list(options.providers)
         )
-        evidence = Evidence.objects.get(
+        evidence = models.Evidence.objects.get(
             metadata_kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
         )
         return plan, public, evidence
@@ -268,10 +263,10 @@ class Worker:
         )
         return WorkerOutcome(run, evidence, plan_public, plan_evidence, results)
 
-    def _judge_plan(self, plan: RetryPlan, now) -> list[tuple[dict, tuple[str, str]]]:
+    def _judge_plan(self, plan: models.RetryPlan, now) -> list[tuple[dict, tuple[str, str]]]:
         """The plan's due decisions, each with its verdict."""
         options = self.options
-        due = RetryDecision.objects.due(
+        due = models.RetryDecision.objects.due(
             now, retry_plan_id=options.retry_plan_id, providers=options.providers
         ).select_related("plan", "delivery__alert__health", "delivery__connector__circuit")
         return [
@@ -291,7 +286,7 @@ class Worker:
         )
         retryable = [p for p in preview if p.action == DecisionAction.RETRY]
         candidates = retryable[: options.max_retry_deliveries]
-        deliveries = AlertDelivery.objects.select_related("connector__circuit").in_bulk(
+        deliveries = models.AlertDelivery.objects.select_related("connector__circuit").in_bulk(
             [p.delivery.pk for p in candidates]
         )
         judged = [
@@ -308,7 +303,7 @@ class Worker:
         }
         return judged, counts
 
-    def _run_setup(self, plan: RetryPlan | None) -> WorkerRunSetup:
+    def _run_setup(self, plan: models.RetryPlan | None) -> WorkerRunSetup:
         options = self.options
         return WorkerRunSetup(
             actor=self.actor,
@@ -323,7 +318,7 @@ class Worker:
             },
         )
 
-    def _create_run(self, plan, now, *, dry_run: bool) -> WorkerRun:
+    def _create_run(self, plan, now, *, dry_run: bool) -> models.WorkerRun:
         return worker_run_create(setup=self._run_setup(plan), now=now, dry_run=dry_run)
 
     def _batch_size(self) -> int:
@@ -333,7 +328,7 @@ class Worker:
         )
 
     def _claim(
-        self, run: WorkerRun, limit: int
+        self, run: models.WorkerRun, limit: int
     ) -> tuple[list[tuple[ClaimedAttempt, dict]], list[RetryResult]]:
         """Claim up to `limit` due decisions; those whose delivery changed come back skipped."""
         claims, skipped = worker_run_claim(
@@ -348,13 +343,13 @@ class Worker:
             for decision, record in skipped
         ]
 
-    def _attempt(self, run: WorkerRun, claim: ClaimedAttempt, decision: dict) -> RetryResult:
+    def _attempt(self, run: models.WorkerRun, claim: ClaimedAttempt, decision: dict) -> RetryResult:
         """One attempt on its own: renew the lease, send, record."""
         wave = self._send_wave(run, [(claim, decision)], pool=None, renew=True)
         [result] = self._record_wave(run, wave)
         return result
 
-    def _send_wave(self, run: WorkerRun, claims: list, pool, *, renew: bool) -> Wave:
+    def _send_wave(self, run: models.WorkerRun, claims: list, pool, *, renew: bool) -> Wave:
         """Renew the wave's leases and start its sends (no transaction, no lock).
 
         `renew=False` is for the wave sent right after its claim: the claim has just taken
@@ -378,7 +373,7 @@ class Worker:
                 wave.sends = [pool.submit(p.send, timeout_seconds=timeout) for p in prepared]
         return wave
 
-    def _record_wave(self, run: WorkerRun, wave: Wave) -> list[RetryResult]:
+    def _record_wave(self, run: models.WorkerRun, wave: Wave) -> list[RetryResult]:
         """Wait for the wave's sends, then record every outcome in one short transaction."""
         results = list(wave.lost)
         if not wave.live:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from closure.models import AlertDelivery, DeliveryEvent, Evidence, RetryDecision
+from closure.models import AlertDelivery, DeliveryEvent, Evidence
 from tests.conftest import A, R, assert_invalid, assert_problem, closure_counts
 from tests.factories import (
     event_body,
@@ -544,62 +544,6 @@ def test_deliver_without_any_health_report_is_404(api, offline_webhook):
         code="no_health_report",
         title="Not found",
         detail="no health report has been built yet",
-    )
-    assert closure_counts() == before
-
-
-# -- the worker's dry-run switch --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"dry_run": False},
-        {"execute": True, "dry_run": True},
-        {"execute": False, "dry_run": False},
-        {"dry_run": False, "max_retry_deliveries": 5},
-    ],
-)
-def test_worker_run_dry_run_contradicting_execute_is_400_and_sends_nothing(
-    api, receiver, due_retry, body
-):
-    # given a retry that is due, to a live receiver
-    before = closure_counts()
-
-    # when dry_run contradicts execute ({"dry_run": false} alone is NOT a live run)
-    response = api.post(f"{A}/retry-worker-run", body, format="json")
-
-    # then the request is refused, no connector is called and nothing changes
-    assert_invalid(
-        response,
-        {
-            "dry_run": [
-                "Contradicts execute: a live run needs execute=true (and dry_run false or "
-                "absent); a dry run needs execute false or absent."
-            ]
-        },
-    )
-    assert receiver.log == []
-    assert closure_counts() == before
-    delivery = AlertDelivery.objects.get()
-    assert (delivery.status, delivery.attempt_count, delivery.lease_owner) == ("failed", 1, "")
-    assert RetryDecision.objects.get().status == "pending"
-
-
-def test_worker_run_dry_run_with_plan_and_policy_is_400(api, due_retry):
-    # given a stored plan
-    before = closure_counts()
-
-    # when the run names both a plan and a policy for a fresh one
-    response = api.post(
-        f"{A}/retry-worker-run",
-        {"retry_plan_id": due_retry.retry_plan_id, "retry_policy": {"max_retry_attempts": 5}},
-        format="json",
-    )
-
-    # then the ambiguity is refused
-    assert_invalid(
-        response, {"retry_policy": ["Give either retry_plan_id or retry_policy, not both."]}
     )
     assert closure_counts() == before
 

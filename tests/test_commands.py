@@ -5,15 +5,12 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from closure.choices import MetadataKind
 from closure.models import (
-    AlertDelivery,
     ApiToken,
     Evidence,
     ExecutionRecord,
     HealthAlert,
     HealthReport,
-    WorkerRun,
 )
 from closure.models.accounts import hash_token
 from tests.conftest import R
@@ -66,46 +63,6 @@ def test_verify_evidence_fails_on_a_broken_chain(api, capsys):
     with pytest.raises(CommandError, match="evidence chain broken at sequence 2"):
         call_command("verify_evidence")
     assert json.loads(capsys.readouterr().out)["first_broken_sequence"] == 2
-
-
-def test_run_retry_worker_is_a_dry_run_unless_execute(operator, due_retry, receiver, capsys):
-    call_command("run_retry_worker", "--user", "olivia")
-
-    line = json.loads(capsys.readouterr().out)
-    run = WorkerRun.objects.get()
-    assert run.dry_run is True
-    assert line["run_id"] == run.run_id
-    assert line["status"] == "succeeded"
-    assert line["selected_retry_count"] == 1
-    assert len(receiver.log) == 0
-    assert ExecutionRecord.objects.filter(trigger="retry").count() == 0
-
-
-def test_run_retry_worker_execute_delivers_through_the_receiver(
-    operator, due_retry, receiver, capsys
-):
-    receiver.expect_oneshot_request("/hook", method="POST").respond_with_data("ok")
-
-    call_command("run_retry_worker", "--user", "olivia", "--execute")
-
-    line = json.loads(capsys.readouterr().out)
-    assert line["status"] == "succeeded"
-    assert line["delivered_count"] == 1
-    assert len(receiver.log) == 1
-    assert AlertDelivery.objects.get().status == "delivered"
-    assert Evidence.objects.filter(metadata_kind=MetadataKind.WORKER_RUN).count() == 1
-
-
-def test_run_retry_worker_refuses_live_runs_without_execute_retry(planner_only):
-    with pytest.raises(CommandError, match="lacks the execute_retry permission"):
-        call_command("run_retry_worker", "--user", "paula", "--execute")
-    assert WorkerRun.objects.count() == 0
-
-
-def test_run_retry_worker_turns_an_unknown_provider_into_a_command_error(operator):
-    with pytest.raises(CommandError, match="unknown provider: nope"):
-        call_command("run_retry_worker", "--user", "olivia", "--provider", "nope")
-    assert WorkerRun.objects.count() == 0
 
 
 def test_run_demo_loads_the_flow_up_to_a_real_failed_delivery(db, capsys, settings):

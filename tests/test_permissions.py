@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from closure.api import urls as api_urls
 from closure.choices import MetadataKind
-from closure.models import AlertDelivery, ApiToken, Evidence, HealthReport, RetryDecision
+from closure.models import AlertDelivery, ApiToken, Evidence, HealthReport
 from closure.selectors import closure_dashboard
 from tests.conftest import (
     PROBLEM_CONTENT_TYPE,
@@ -343,61 +343,6 @@ def test_auditor_cannot_post_any_action(auditor, records):
 
 
 # -- dry run versus live run ------------------------------------------------------------------
-
-
-def test_planner_without_execute_retry_can_dry_run(planner_only, due_retry, receiver):
-    # given a user who may plan but not execute, and a retry that is due
-    client = client_for(planner_only)
-
-    # when they ask for a dry run
-    response = client.post(
-        f"{A}/retry-worker-run", {"retry_plan_id": due_retry.retry_plan_id}, format="json"
-    )
-
-    # then the run is recorded as theirs and selects the retry, but calls nothing
-    assert response.status_code == 201, response.json()
-    body = response.json()
-    assert body["run"]["dry_run"] is True
-    assert body["run"]["started_by"] == "paula"
-    assert body["run"]["summary"]["selected_retry_count"] == 1
-    assert body["metadata"]["signer"] == "paula"
-    assert body["actor"]["username"] == "paula"
-    assert receiver.log == []
-    assert AlertDelivery.objects.get().attempt_count == 1
-
-
-@pytest.mark.parametrize(
-    ("body", "of_stored_plan"),
-    [
-        ({"execute": True}, False),
-        ({"execute": True, "dry_run": False}, False),
-        ({"execute": True}, True),
-    ],
-)
-def test_planner_without_execute_retry_gets_403_for_a_live_run(
-    planner_only, due_retry, receiver, body, of_stored_plan
-):
-    # given a user who may plan but not execute, and a retry that is due
-    client = client_for(planner_only)
-    if of_stored_plan:
-        body = {**body, "retry_plan_id": due_retry.retry_plan_id}
-    before = closure_counts()
-
-    # when they ask for a live run
-    response = client.post(f"{A}/retry-worker-run", body, format="json")
-
-    # then it is refused before anything runs: no run, no plan, no call, no evidence
-    assert_problem(
-        response,
-        status=403,
-        code="permission_denied",
-        title="Permission denied",
-        detail="A live run needs the execute_retry permission.",
-    )
-    assert closure_counts() == before
-    assert receiver.log == []
-    assert RetryDecision.objects.get().status == "pending"
-    assert AlertDelivery.objects.get().lease_owner == ""
 
 
 def test_planner_without_execute_retry_gets_403_for_a_manual_retry(

@@ -26,6 +26,7 @@ from closure.evidence.ledger import evidence_envelope
 from closure.inputs.filtersets import ClosureReviewFilterSet
 from closure.inputs.serializers import ClosureReviewInputSerializer, RunbookExportInputSerializer
 from closure.models import ClosureReview
+from closure.models.reviews import REVIEW_OUTCOME_FIELDS
 from closure.selectors.readiness import release_readiness
 from closure.services.errors import NotFound
 from closure.services.readiness import runbook_export
@@ -45,12 +46,7 @@ class ClosureReviewSerializer(serializers.ModelSerializer):
             "review_id",
             "reviewed_at",
             "reviewer",
-            "decision",
-            "closure_state",
-            "alert_level",
-            "open_items",
-            "risk_notes",
-            "note",
+            *REVIEW_OUTCOME_FIELDS,
             "snapshot_sha256",
         ]
 

@@ -7,6 +7,8 @@ from rest_framework import serializers
 
 from closure import models
 from closure.evidence.ledger import evidence_envelope
+from closure.models.alerts import DELIVERY_STATE_FIELDS
+from closure.models.runs import EXECUTION_OUTCOME_FIELDS
 from closure.services.attempts import execution_serialize
 from closure.services.events import EVENT_BODY_FIELDS
 from closure.services.worker_runs import worker_run_serialize
@@ -105,13 +107,7 @@ class AlertDeliverySerializer(serializers.ModelSerializer):
             "alert_id",
             "health_id",
             "provider",
-            "status",
-            "suppression_reason",
-            "suppression_note",
-            "attempt_count",
-            "last_attempt_at",
-            "retry_not_before",
-            "delivered_at",
+            *DELIVERY_STATE_FIELDS,
             "created_at",
             "updated_at",
             "in_flight",
@@ -253,16 +249,7 @@ class ExecutionRecordSerializer(serializers.ModelSerializer):
             "health_id",
             "alert_id",
             "delivery_id",
-            "provider",
-            "attempt_number",
-            "trigger",
-            "http_status",
-            "error_class",
-            "latency_ms",
-            "retry_after_seconds",
-            "request_fingerprint",
-            "response_sha256",
-            "execution_hash",
+            *EXECUTION_OUTCOME_FIELDS,
             "public_evidence_refs",
         ]
 

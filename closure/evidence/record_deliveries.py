@@ -30,6 +30,7 @@ from closure.evidence.record_match import (
     latest_evidence,
 )
 from closure.models import AlertDelivery, Evidence, ExecutionRecord, RetryDecision
+from closure.models.alerts import DELIVERY_STATE_FIELDS
 
 COUNTED_EXECUTION_STATUSES = (
     ExecutionStatus.DELIVERED,
@@ -182,16 +183,7 @@ def delivery_replay(created_at: datetime | None, changes: list[DeliveryChange]) 
     return state
 
 
-REPLAYED = (
-    "status",
-    "suppression_reason",
-    "suppression_note",
-    "attempt_count",
-    "last_attempt_at",
-    "retry_not_before",
-    "delivered_at",
-    "updated_at",
-)
+REPLAYED = (*DELIVERY_STATE_FIELDS, "updated_at")
 
 
 def deliveries_check(rows: list[dict]) -> Iterator[RecordMismatch]:

@@ -33,6 +33,8 @@ from closure.models import (
     RetryPlan,
     WorkerRun,
 )
+from closure.models.reviews import REVIEW_OUTCOME_FIELDS
+from closure.models.runs import EXECUTION_OUTCOME_FIELDS
 
 ALERT_PAYLOAD_TYPE = "cavra.executive_retry_health_alert"
 
@@ -218,20 +220,7 @@ def _unrecorded_run(row: dict) -> FieldPairs | None:
     return {} if row["status"] == "running" and not row["dry_run"] else None
 
 
-_EXECUTION_COLUMNS = (
-    "execution_status",
-    "skip_reason",
-    "provider",
-    "attempt_number",
-    "trigger",
-    "http_status",
-    "error_class",
-    "latency_ms",
-    "retry_after_seconds",
-    "request_fingerprint",
-    "response_sha256",
-    "execution_hash",
-)
+_EXECUTION_COLUMNS = ("execution_status", "skip_reason", *EXECUTION_OUTCOME_FIELDS)
 
 
 def _execution_pairs(row: dict, evidence: Latest, context: None) -> FieldPairs:
@@ -289,16 +278,7 @@ def _unrecorded_circuit(row: dict) -> FieldPairs:
     }
 
 
-_REVIEW_FIELDS = (
-    "decision",
-    "closure_state",
-    "alert_level",
-    "open_items",
-    "risk_notes",
-    "note",
-    "snapshot",
-    "snapshot_sha256",
-)
+_REVIEW_FIELDS = (*REVIEW_OUTCOME_FIELDS, "snapshot", "snapshot_sha256")
 
 
 def _review_pairs(row: dict, evidence: Latest, context: None) -> FieldPairs:

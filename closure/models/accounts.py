@@ -25,8 +25,6 @@ def hash_token(raw: str) -> str:
 class ApiTokenQuerySet(NewestFirstQuerySet):
     """The token states by name; a revoked token stays revoked after it expires."""
 
-    newest_by = "created_at"
-
     def active(self, now):
         return self.filter(revoked_at__isnull=True, expires_at__gt=now)
 

@@ -2,7 +2,6 @@
 
 from datetime import datetime
 
-from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
@@ -12,15 +11,11 @@ from closure.choices import (
     DeliveryStatus,
     SuppressionReason,
 )
-from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field, user_field
 
 ALERT_ID_PREFIX = "gordackexechealthalert-"
 DELIVERY_ID_PREFIX = "gordackexechealthalertdelivery-"
 ACK_ID_PREFIX = "gordackexechealthack-"
-
-
-class HealthAlertQuerySet(NewestFirstQuerySet):
-    newest_by = "created_at"
 
 
 class HealthAlert(models.Model):
@@ -31,9 +26,7 @@ class HealthAlert(models.Model):
         "closure.HealthReport", on_delete=models.PROTECT, related_name="alerts"
     )
     created_at = models.DateTimeField()
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    created_by = user_field()
     forced = models.BooleanField(default=False)
     selected_providers = models.JSONField(default=list)
     # [{"provider": name, "reason": "recently_alerted" | "connector_disabled"}]
@@ -41,7 +34,7 @@ class HealthAlert(models.Model):
     # The public-safe event payload every connector renders its message from.
     payload = models.JSONField(default=dict)
 
-    objects = HealthAlertQuerySet.as_manager()
+    objects = NewestFirstQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -61,9 +54,19 @@ def stuck_condition(now: datetime) -> Q:
     )
 
 
-class AlertDeliveryQuerySet(NewestFirstQuerySet):
-    newest_by = "created_at"
+# A delivery's state: what its attempts, suppressions and waivers change.
+DELIVERY_STATE_FIELDS = (
+    "status",
+    "suppression_reason",
+    "suppression_note",
+    "attempt_count",
+    "last_attempt_at",
+    "retry_not_before",
+    "delivered_at",
+)
 
+
+class AlertDeliveryQuerySet(NewestFirstQuerySet):
     def lease_free(self, now: datetime):
         """Deliveries no attempt holds: never leased, released, or the lease expired."""
         return self.exclude(leased_until__gt=now)
@@ -175,10 +178,6 @@ class AlertDelivery(models.Model):
         self.save(update_fields=["status", "updated_at"])
 
 
-class AcknowledgementQuerySet(NewestFirstQuerySet):
-    newest_by = "acknowledged_at"
-
-
 class Acknowledgement(models.Model):
     """A recipient's acknowledgement of a health report's alert on one connector."""
 
@@ -201,11 +200,9 @@ class Acknowledgement(models.Model):
     external_ref = models.CharField(max_length=200, blank=True, default="")
     notes = models.TextField(blank=True, default="")
     acknowledged_at = models.DateTimeField()
-    acknowledged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    acknowledged_by = user_field()
 
-    objects = AcknowledgementQuerySet.as_manager()
+    objects = NewestFirstQuerySet.as_manager()
 
     class Meta:
         ordering = ["-acknowledged_at", "-id"]

@@ -2,6 +2,7 @@
 
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.utils.deconstruct import deconstructible
 
@@ -24,19 +25,22 @@ class PublicId:
 
 
 class NewestFirstQuerySet(models.QuerySet):
-    """Records listed newest first, by `newest_by` with the id breaking ties: the order of
-    every list and "latest" read, served by the model's list index on that pair."""
-
-    newest_by = ""
+    """Records listed newest first, in the model's `Meta.ordering` (a time, then the id breaking
+    ties): the order of every list and "latest" read, served by the model's list index on it."""
 
     def newest_first(self):
-        return self.order_by(f"-{self.newest_by}", "-id")
+        return self.order_by(*self.model._meta.ordering)
 
 
 def public_id_field(prefix: str) -> models.CharField:
     return models.CharField(
         max_length=len(prefix) + 16, unique=True, editable=False, default=PublicId(prefix)
     )
+
+
+def user_field() -> models.ForeignKey:
+    """The user who did what a record records; a user named by records is never deleted."""
+    return models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
 
 
 def choices_constraint(field: str, choices: type[models.TextChoices], name: str):

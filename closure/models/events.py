@@ -1,16 +1,11 @@
 """Upstream delivery facts and the health reports judged from them."""
 
-from django.conf import settings
 from django.db import models
 
 from closure.choices import AlertLevel, EventKind, EventStatus
-from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field, user_field
 
 HEALTH_ID_PREFIX = "gordackexecdeliveryhealth-"
-
-
-class DeliveryEventQuerySet(NewestFirstQuerySet):
-    newest_by = "occurred_at"
 
 
 class DeliveryEvent(models.Model):
@@ -28,11 +23,9 @@ class DeliveryEvent(models.Model):
     # SHA-256 of the canonical event body: a repeat with another body is a conflict.
     body_sha256 = models.CharField(max_length=64)
     ingested_at = models.DateTimeField(auto_now_add=True)
-    ingested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    ingested_by = user_field()
 
-    objects = DeliveryEventQuerySet.as_manager()
+    objects = NewestFirstQuerySet.as_manager()
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -55,25 +48,19 @@ class DeliveryEvent(models.Model):
         return self.event_id
 
 
-class HealthReportQuerySet(NewestFirstQuerySet):
-    newest_by = "generated_at"
-
-
 class HealthReport(models.Model):
     """An executive delivery retry health report: level, findings, counts and parameters."""
 
     health_id = public_id_field(HEALTH_ID_PREFIX)
     generated_at = models.DateTimeField()
-    generated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    generated_by = user_field()
     alert_level = models.CharField(max_length=16, choices=AlertLevel.choices)
     alert_count = models.PositiveIntegerField()
     findings = models.JSONField(default=list)
     counts = models.JSONField(default=dict)
     parameters = models.JSONField(default=dict)
 
-    objects = HealthReportQuerySet.as_manager()
+    objects = NewestFirstQuerySet.as_manager()
 
     class Meta:
         ordering = ["-generated_at", "-id"]

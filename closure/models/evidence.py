@@ -13,7 +13,9 @@ class EvidenceImmutableError(Exception):
 class AppendOnlyQuerySet(models.QuerySet):
     """Refuses every bulk change: `update()`, `delete()`, `bulk_update()`, and upserts."""
 
-    noun = "rows"
+    @property
+    def noun(self) -> str:
+        return self.model.append_only_noun
 
     def update(self, **kwargs):
         raise EvidenceImmutableError(f"{self.noun} are never updated")
@@ -37,18 +39,17 @@ class AppendOnlyQuerySet(models.QuerySet):
         return super().bulk_create(objs, *args, update_conflicts=update_conflicts, **kwargs)
 
 
-class EvidenceQuerySet(AppendOnlyQuerySet):
-    noun = "evidence rows"
-
-
 class AppendOnlyModel(models.Model):
     """A row that is inserted once and never changed or removed through the ORM."""
 
     # How errors name the rows ("evidence rows are never updated").
     append_only_noun = "rows"
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         abstract = True
+        # Related lookups and Model.save() go through the base manager: make it the guarded one.
+        base_manager_name = "objects"
 
     def save(self, **kwargs):
         if not self._state.adding or kwargs.get("force_update") or kwargs.get("update_fields"):
@@ -96,13 +97,10 @@ class Evidence(AppendOnlyModel):
     chain_hash = models.CharField(max_length=64, unique=True)
 
     append_only_noun = "evidence rows"
-    objects = EvidenceQuerySet.as_manager()
 
-    class Meta:
+    class Meta(AppendOnlyModel.Meta):
         ordering = ["-sequence"]
         verbose_name_plural = "evidence"
-        # Related lookups and Model.save() go through the base manager: make it the guarded one.
-        base_manager_name = "objects"
         permissions = [
             ("export_evidence", "Can export and verify evidence"),
             ("review_closure", "Can record a closure review"),
@@ -129,10 +127,6 @@ class Evidence(AppendOnlyModel):
         return f"#{self.sequence} {self.metadata_kind}"
 
 
-class EvidenceCheckpointQuerySet(AppendOnlyQuerySet):
-    noun = "evidence checkpoints"
-
-
 class EvidenceCheckpoint(AppendOnlyModel):
     """A signed statement of the chain's head: sequence, row count, head hash and time.
 
@@ -150,11 +144,9 @@ class EvidenceCheckpoint(AppendOnlyModel):
     signature = models.CharField(max_length=88)
 
     append_only_noun = "evidence checkpoints"
-    objects = EvidenceCheckpointQuerySet.as_manager()
 
-    class Meta:
+    class Meta(AppendOnlyModel.Meta):
         ordering = ["-head_sequence", "-id"]
-        base_manager_name = "objects"
         constraints = [
             # The chain is gap-free, so a head at sequence N covers exactly N rows.
             models.CheckConstraint(

@@ -1,6 +1,5 @@
 """Retry plans and their per-delivery decisions."""
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -11,13 +10,9 @@ from closure.choices import (
     DecisionReason,
     DecisionStatus,
 )
-from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field, user_field
 
 RETRY_PLAN_ID_PREFIX = "gordackexechealthalertretry-"
-
-
-class RetryPlanQuerySet(NewestFirstQuerySet):
-    newest_by = "generated_at"
 
 
 class RetryPlan(models.Model):
@@ -25,9 +20,7 @@ class RetryPlan(models.Model):
 
     retry_plan_id = public_id_field(RETRY_PLAN_ID_PREFIX)
     generated_at = models.DateTimeField()
-    generated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    generated_by = user_field()
     policy = models.JSONField(default=dict)
     provider_filter = models.JSONField(default=list, blank=True)
     health_filter = models.CharField(max_length=64, blank=True, default="")
@@ -37,7 +30,7 @@ class RetryPlan(models.Model):
     waiting_count = models.PositiveIntegerField(default=0)
     suppressed_count = models.PositiveIntegerField(default=0)
 
-    objects = RetryPlanQuerySet.as_manager()
+    objects = NewestFirstQuerySet.as_manager()
 
     class Meta:
         ordering = ["-generated_at", "-id"]

@@ -1,18 +1,27 @@
 """Recorded reviews of the final reporting closure dashboard."""
 
-from django.conf import settings
 from django.db import models
 
 from closure.choices import ClosureState, ReviewDecision
-from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field, user_field
 from closure.models.evidence import AppendOnlyModel, AppendOnlyQuerySet
 
 REVIEW_ID_PREFIX = "gordackfinalclosurereview-"
 
 
+# What a review concludes, named as its evidence and the API name it.
+REVIEW_OUTCOME_FIELDS = (
+    "decision",
+    "closure_state",
+    "alert_level",
+    "open_items",
+    "risk_notes",
+    "note",
+)
+
+
 class ClosureReviewQuerySet(AppendOnlyQuerySet, NewestFirstQuerySet):
-    noun = "closure reviews"
-    newest_by = "reviewed_at"
+    """Reviews are never changed, and are listed newest first."""
 
 
 class ClosureReview(AppendOnlyModel):
@@ -25,9 +34,7 @@ class ClosureReview(AppendOnlyModel):
 
     review_id = public_id_field(REVIEW_ID_PREFIX)
     reviewed_at = models.DateTimeField()
-    reviewer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    reviewer = user_field()
     decision = models.CharField(max_length=32, choices=ReviewDecision.choices)
     closure_state = models.CharField(max_length=16, choices=ClosureState.choices)
     alert_level = models.CharField(max_length=16)
@@ -40,9 +47,8 @@ class ClosureReview(AppendOnlyModel):
     append_only_noun = "closure reviews"
     objects = ClosureReviewQuerySet.as_manager()
 
-    class Meta:
+    class Meta(AppendOnlyModel.Meta):
         ordering = ["-reviewed_at", "-id"]
-        base_manager_name = "objects"
         constraints = [
             choices_constraint("decision", ReviewDecision, "closure_review_decision_valid"),
             choices_constraint("closure_state", ClosureState, "closure_review_state_valid"),

@@ -1,6 +1,5 @@
 """Retry worker runs and the immutable execution record of every delivery attempt."""
 
-from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
@@ -11,15 +10,13 @@ from closure.choices import (
     SkipReason,
     WorkerRunStatus,
 )
-from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field
+from closure.models.base import NewestFirstQuerySet, choices_constraint, public_id_field, user_field
 
 WORKER_RUN_ID_PREFIX = "gordackexechealthalertworker-"
 EXECUTION_ID_PREFIX = "gordackexechealthalertexec-"
 
 
 class WorkerRunQuerySet(NewestFirstQuerySet):
-    newest_by = "started_at"
-
     def running(self):
         return self.filter(status=WorkerRunStatus.RUNNING)
 
@@ -43,9 +40,7 @@ class WorkerRun(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    started_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    started_by = user_field()
     retry_plan = models.ForeignKey(
         "closure.RetryPlan", on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
     )
@@ -76,8 +71,19 @@ class WorkerRun(models.Model):
         return self.run_id
 
 
-class ExecutionRecordQuerySet(NewestFirstQuerySet):
-    newest_by = "executed_at"
+# What an execution record stores of its attempt, named as its evidence and the API name it.
+EXECUTION_OUTCOME_FIELDS = (
+    "provider",
+    "attempt_number",
+    "trigger",
+    "http_status",
+    "error_class",
+    "latency_ms",
+    "retry_after_seconds",
+    "request_fingerprint",
+    "response_sha256",
+    "execution_hash",
+)
 
 
 class ExecutionRecord(models.Model):
@@ -102,9 +108,7 @@ class ExecutionRecord(models.Model):
         max_length=32, choices=SkipReason.choices, blank=True, default=""
     )
     executed_at = models.DateTimeField()
-    executed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
-    )
+    executed_by = user_field()
     provider = models.CharField(max_length=64)
     attempt_number = models.PositiveIntegerField()
     trigger = models.CharField(max_length=16, choices=ExecutionTrigger.choices)
@@ -119,7 +123,7 @@ class ExecutionRecord(models.Model):
     response_excerpt = models.CharField(max_length=200, blank=True, default="")
     execution_hash = models.CharField(max_length=64)
 
-    objects = ExecutionRecordQuerySet.as_manager()
+    objects = NewestFirstQuerySet.as_manager()
 
     class Meta:
         ordering = ["-executed_at", "-id"]

@@ -253,13 +253,13 @@ def _close_open_decisions(delivery_pks: list[int], now) -> int:
     )
 
 
-def _operator_evidence(*, kind, session_id, actor, subject, health_id, provider, now):
+def _operator_evidence(*, kind, session_id, actor, alert_id, health_id, provider, details, now):
     """The evidence row of one operator decision about a report's deliveries on a connector."""
     return evidence_append(
         kind=kind,
         session_id=session_id,
         signer=signer_of(actor),
-        subject=subject,
+        subject={"alert_id": alert_id, "health_id": health_id, "provider": provider, **details},
         filters=EvidenceFilters(health_id=health_id, provider=provider),
         decision_count=1,
         now=now,
@@ -324,11 +324,11 @@ def acknowledgement_create(
             kind=MetadataKind.ALERT_ACK,
             session_id=ack.ack_id,
             actor=actor,
-            subject={
+            alert_id=latest.alert.alert_id,
+            health_id=report.health_id,
+            provider=connector.name,
+            details={
                 "ack_id": ack.ack_id,
-                "alert_id": latest.alert.alert_id,
-                "health_id": report.health_id,
-                "provider": connector.name,
                 "acknowledgement_state": state,
                 "external_ref": external_ref,
                 "notes_present": bool(notes),
@@ -336,8 +336,6 @@ def acknowledgement_create(
                 "notes_sha256": sha256_hex(notes),
                 "suppressed_delivery_ids": suppressed_ids,
             },
-            health_id=report.health_id,
-            provider=connector.name,
             now=now,
         )
     return ack
@@ -401,11 +399,11 @@ def delivery_waive(*, actor, delivery_id: str, reason: str) -> models.AlertDeliv
             kind=MetadataKind.DELIVERY_WAIVER,
             session_id=delivery.delivery_id,
             actor=actor,
-            subject={
+            alert_id=delivery.alert.alert_id,
+            health_id=delivery.alert.health.health_id,
+            provider=delivery.provider,
+            details={
                 "delivery_id": delivery.delivery_id,
-                "alert_id": delivery.alert.alert_id,
-                "health_id": delivery.alert.health.health_id,
-                "provider": delivery.provider,
                 "previous_status": previous_status,
                 "status": delivery.status,
                 "suppression_reason": delivery.suppression_reason,
@@ -413,8 +411,6 @@ def delivery_waive(*, actor, delivery_id: str, reason: str) -> models.AlertDeliv
                 "attempt_count": delivery.attempt_count,
                 "superseded_decisions": superseded,
             },
-            health_id=delivery.alert.health.health_id,
-            provider=delivery.provider,
             now=now,
         )
     return delivery

@@ -86,15 +86,7 @@ def attempt_claim(
 ) -> ClaimedAttempt:
     """Take the attempt lease on a delivery the caller has locked inside its transaction."""
     version = delivery.claim(owner=owner, until=lease_until(now))
-    return ClaimedAttempt(
-        delivery_pk=delivery.pk,
-        delivery_id=delivery.delivery_id,
-        lease_version=version,
-        attempt_number=delivery.attempt_count + 1,
-        trigger=trigger,
-        decision_pk=decision_pk,
-        worker_run_pk=worker_run_pk,
-    )
+    return _claimed(delivery, version, trigger, decision_pk, worker_run_pk)
 
 
 def attempts_claim(
@@ -114,17 +106,28 @@ def attempts_claim(
         lease_owner=owner, leased_until=lease_until(now), lease_version=F("lease_version") + 1
     )
     return [
-        ClaimedAttempt(
-            delivery_pk=delivery.pk,
-            delivery_id=delivery.delivery_id,
-            lease_version=delivery.lease_version + 1,
-            attempt_number=delivery.attempt_count + 1,
-            trigger=trigger,
-            decision_pk=decision_pk,
-            worker_run_pk=worker_run_pk,
-        )
+        _claimed(delivery, delivery.lease_version + 1, trigger, decision_pk, worker_run_pk)
         for delivery, decision_pk in zip(deliveries, decision_pks, strict=True)
     ]
+
+
+def _claimed(
+    delivery: AlertDelivery,
+    lease_version: int,
+    trigger: str,
+    decision_pk: int | None,
+    worker_run_pk: int | None,
+) -> ClaimedAttempt:
+    """The claim on a locked delivery whose lease now carries `lease_version`."""
+    return ClaimedAttempt(
+        delivery_pk=delivery.pk,
+        delivery_id=delivery.delivery_id,
+        lease_version=lease_version,
+        attempt_number=delivery.attempt_count + 1,
+        trigger=trigger,
+        decision_pk=decision_pk,
+        worker_run_pk=worker_run_pk,
+    )
 
 
 def _held(claims: list[ClaimedAttempt]) -> Q:

@@ -141,21 +141,34 @@ def connector_save(
         changed_keys = _changed_keys(
             before["config_fields"] if before else {}, after["config_fields"]
         )
-        evidence_append(
-            kind=MetadataKind.CONNECTOR_CHANGE,
-            session_id=connector.name,
-            signer=signer_of(actor),
-            subject={
-                "change": "created" if created else "updated",
-                "before": before,
-                "after": after,
-                "secrets_changed": bool(changed_keys),
-                "changed_config_keys": changed_keys,
-            },
-            filters=EvidenceFilters(provider=connector.name),
-            decision_count=1,
+        _connector_change_evidence(
+            actor=actor,
+            connector=connector,
+            change="created" if created else "updated",
+            before=before,
+            after=after,
+            changed_keys=changed_keys,
         )
     return connector
+
+
+def _connector_change_evidence(*, actor, connector, change, before, after, changed_keys, **extra):
+    """The evidence row of one change to a connector: the keys that changed, not their values."""
+    evidence_append(
+        kind=MetadataKind.CONNECTOR_CHANGE,
+        session_id=connector.name,
+        signer=signer_of(actor),
+        subject={
+            "change": change,
+            "before": before,
+            "after": after,
+            "secrets_changed": bool(changed_keys),
+            "changed_config_keys": changed_keys,
+            **extra,
+        },
+        filters=EvidenceFilters(provider=connector.name),
+        decision_count=1,
+    )
 
 
 # -- bootstrap from a JSON file ---------------------------------------------------------------
@@ -322,19 +335,13 @@ def connectors_reencrypt(*, actor) -> list[str]:
                 config_ciphertext=rotated[connector.pk]
             )
             public = connector_public(connector)
-            evidence_append(
-                kind=MetadataKind.CONNECTOR_CHANGE,
-                session_id=connector.name,
-                signer=signer_of(actor),
-                subject={
-                    "change": "reencrypted",
-                    "before": public,
-                    "after": public,
-                    "secrets_changed": False,
-                    "changed_config_keys": [],
-                    "key_id": newest,
-                },
-                filters=EvidenceFilters(provider=connector.name),
-                decision_count=1,
+            _connector_change_evidence(
+                actor=actor,
+                connector=connector,
+                change="reencrypted",
+                before=public,
+                after=public,
+                changed_keys=[],
+                key_id=newest,
             )
     return [c.name for c in connectors]

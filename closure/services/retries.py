@@ -32,9 +32,9 @@ from closure.models import (
     RetryPlan,
 )
 from closure.models.alerts import stuck_condition
-from closure.services.alerts import lock_pending_decisions
+from closure.services.alerts import lock_pending_decisions, unknown_providers
 from closure.services.common import signer_of
-from closure.services.errors import InvalidInput, NotFound
+from closure.services.errors import NotFound
 
 BATCH_SIZE = 1000
 # Arbitrary constant naming the plan writers' advisory lock on PostgreSQL.
@@ -374,11 +374,7 @@ def retry_scope_validate(*, providers: list[str], health_id: str) -> list[str]:
     )
     unknown = [name for name in providers if name not in known]
     if unknown:
-        raise InvalidInput(
-            f"unknown provider: {', '.join(unknown)}",
-            code="unknown_provider",
-            errors={"provider": [f"Unknown connector: {name}." for name in unknown]},
-        )
+        raise unknown_providers(unknown)
     return list(dict.fromkeys(providers))
 
 

@@ -1,7 +1,7 @@
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from closure.management.accounts import command_user
 from closure.services.connectors import connectors_bootstrap
 from closure.services.errors import ServiceError
 
@@ -20,12 +20,11 @@ class Command(BaseCommand):
         path = file or settings.CAVRA_CONNECTORS_FILE
         if not path:
             raise CommandError("name a file with --file or CAVRA_CONNECTORS_FILE")
-        try:
-            actor = get_user_model().objects.get(username=user)
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"no user named {user!r}") from None
-        if not actor.has_perms(["closure.add_connector", "closure.change_connector"]):
-            raise CommandError(f"{actor.username} lacks the add/change_connector permissions")
+        actor = command_user(
+            user,
+            permissions=("closure.add_connector", "closure.change_connector"),
+            lacking="add/change_connector permissions",
+        )
         try:
             results = connectors_bootstrap(actor=actor, path=path)
         except ServiceError as exc:

@@ -1,6 +1,6 @@
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from closure.management.accounts import command_user
 from closure.services.errors import ServiceError
 from closure.services.tokens import api_token_create
 
@@ -17,10 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=None, help="lifetime in days")
 
     def handle(self, *args, username, name, days, **options):
-        try:
-            user = get_user_model().objects.get(username=username)
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"no user named {username!r}") from None
+        user = command_user(username)
         if days is not None and days < 1:
             raise CommandError("--days must be at least 1")
         try:

@@ -1,12 +1,12 @@
 import json
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_datetime
 
 from closure.choices import MetadataKind
 from closure.evidence.export import ExportFilter, export_write_directory, export_write_zip
+from closure.management.accounts import command_user
 from closure.services.errors import ServiceError
 from closure.services.evidence import evidence_export_start
 
@@ -46,12 +46,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        try:
-            actor = get_user_model().objects.get(username=options["user"])
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"no user named {options['user']!r}") from None
-        if not actor.has_perm("closure.export_evidence"):
-            raise CommandError(f"{actor.username} lacks the export_evidence permission")
+        actor = command_user(
+            options["user"],
+            permissions=("closure.export_evidence",),
+            lacking="export_evidence permission",
+        )
         output: Path = options["output"]
         if output.exists() and not (output.is_dir() and not any(output.iterdir())):
             raise CommandError(f"{output} already exists")

@@ -1,7 +1,7 @@
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from closure.keyring import newest_key_decrypts
+from closure.management.accounts import command_user
 from closure.models import Connector
 from closure.services.connectors import connectors_reencrypt
 from closure.services.errors import ServiceError
@@ -17,12 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="the account the evidence is signed by")
 
     def handle(self, *args, user, **options):
-        try:
-            actor = get_user_model().objects.get(username=user)
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"no user named {user!r}") from None
-        if not actor.has_perm("closure.change_connector"):
-            raise CommandError(f"{actor.username} lacks the change_connector permission")
+        actor = command_user(
+            user, permissions=("closure.change_connector",), lacking="change_connector permission"
+        )
         try:
             names = connectors_reencrypt(actor=actor)
         except ServiceError as exc:

@@ -5,10 +5,10 @@ import sys
 import threading
 from collections.abc import Callable
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import OperationalError, connections
 
+from closure.management.accounts import command_user
 from closure.services.errors import ServiceError
 from closure.services.retries import RetryPolicy
 from closure.services.worker_runs import worker_run_serialize
@@ -119,13 +119,8 @@ class Command(BaseCommand):
 
 
 def _actor(username: str, *, execute: bool):
-    try:
-        actor = get_user_model().objects.get(username=username)
-    except get_user_model().DoesNotExist:
-        raise CommandError(f"no user named {username!r}") from None
-    if execute and not actor.has_perm("closure.execute_retry"):
-        raise CommandError(f"{actor.username} lacks the execute_retry permission")
-    return actor
+    permissions = ("closure.execute_retry",) if execute else ()
+    return command_user(username, permissions=permissions, lacking="execute_retry permission")
 
 
 def _worker_options(options: dict) -> WorkerOptions:
