@@ -26,6 +26,7 @@ FAILED = "executive_retry_health_alert_delivery_failed"
 EXHAUSTED = "executive_retry_health_alert_delivery_exhausted"
 OVERDUE = "executive_retry_health_alert_retry_overdue"
 WORKER_FAILED = "executive_retry_health_alert_retry_worker_failed"
+EXECUTION_FAILED = "executive_retry_health_alert_retry_execution_failed"
 ACK_OUTSTANDING = "executive_retry_health_alert_acknowledgement_outstanding"
 
 ACK_ACTION = f"Record the recipient's acknowledgement: POST {A}/{{health_id}}/acknowledgements."
@@ -455,7 +456,7 @@ def test_closure_worker_failed_is_closed_by_a_later_successful_run(
 
         # when the dashboard is read, then the failed run is an open warning
         dashboard = _dashboard(api)
-        assert dashboard["open_items"] == [FAILED, WORKER_FAILED]
+        assert dashboard["open_items"] == [FAILED, EXECUTION_FAILED, WORKER_FAILED]
         assert _risks(dashboard)[WORKER_FAILED] == {
             "code": WORKER_FAILED,
             "severity": "warning",
@@ -468,7 +469,7 @@ def test_closure_worker_failed_is_closed_by_a_later_successful_run(
         # a dry run does not count as the latest live run
         response = api.post(f"{A}/retry-worker-run", {}, format="json")
         assert response.json()["run"]["dry_run"] is True
-        assert _dashboard(api)["open_items"] == [FAILED, WORKER_FAILED]
+        assert _dashboard(api)["open_items"] == [FAILED, EXECUTION_FAILED, WORKER_FAILED]
 
     # when a later live run (after the 30-minute backoff of attempt 2) delivers
     delivery.refresh_from_db()
@@ -593,8 +594,10 @@ def _populate(api, receiver, units: int):
 #  2. user             the operator
 #  3. permissions      the operator's own and group permissions, in one query
 #  4. latest report    the newest health report, with "was any alert of it sent" (EXISTS)
-#  5. deliveries       one aggregate: count per status, failed-or-stuck, unacknowledged
-#  6. delivery refs    up to 20 failed and 20 exhausted public IDs, ranked in one window query
+#  5. deliveries       one aggregate: count per status, failed-or-stuck, unacknowledged,
+#                      failed retry execution
+#  6. delivery refs    up to 20 failed, 20 exhausted and 20 failed-retry-execution public IDs,
+#                      ranked in one window query
 #  7. overdue          up to 20 overdue retry decisions with their delivery and the total
 #  8. latest live run  the newest finished live worker run
 #  9. ack refs         up to 20 delivered, unacknowledged deliveries, oldest first
@@ -615,12 +618,13 @@ def test_closure_dashboard_query_count_does_not_grow_with_records(
     with time_machine.travel(read_at, tick=True), django_assert_num_queries(DASHBOARD_QUERIES):
         dashboard = _dashboard(api)
 
-    # then all six risks are open with their true totals, whatever their size
+    # then all seven risks are open with their true totals, whatever their size
     counts = {risk["code"]: risk["count"] for risk in dashboard["risks"]}
     assert counts == {
         NOT_SENT: 1,
         FAILED: units,
         EXHAUSTED: units,
+        EXECUTION_FAILED: units,
         OVERDUE: units,
         WORKER_FAILED: 1,
         ACK_OUTSTANDING: units // 2,

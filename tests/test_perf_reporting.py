@@ -69,8 +69,9 @@ def open_risks(operator, connector, units: int) -> None:
 # closure_dashboard() reads, whatever the number of records:
 #  1. the latest health report, with "was any alert of it sent" (EXISTS)
 #  2. deliveries: one aggregate of counts per status, failed-or-stuck, unacknowledged,
-#     unconfirmed
-#  3. up to 20 refs of each open delivery group (failed, exhausted, unconfirmed), one window
+#     unconfirmed, failed retry execution
+#  3. up to 20 refs of each open delivery group (failed, exhausted, unconfirmed, failed retry
+#     execution), one window
 #  4. overdue retry decisions: up to 20 with their delivery, and the total
 #  5. the latest finished live worker run
 #  6. up to 20 delivered, unacknowledged deliveries, oldest first

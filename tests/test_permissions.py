@@ -17,6 +17,7 @@ from closure.api import urls as api_urls
 from closure.choices import MetadataKind
 from closure.models import AlertDelivery, ApiToken, Evidence, HealthReport
 from closure.selectors import closure_dashboard
+from closure.services.readiness import runbook_export
 from tests.conftest import (
     PROBLEM_CONTENT_TYPE,
     PROBLEM_TYPE_BASE,
@@ -108,6 +109,9 @@ KNOWN_ROUTES = {
     "closure-review-detail",
     "release-readiness",
     "runbook-export",
+    "runbook-detail",
+    "runbook-markdown",
+    "runbook-printable",
     "evidence-export",
     "evidence-public-key",
     "evidence-checkpoints",
@@ -160,6 +164,7 @@ def records(operator, report, failed_delivery, offline_webhook):
         "execution_id": execution.execution_id,
         "sequence": str(evidence.sequence),
         "review_id": review.review_id,
+        "runbook_id": runbook_export(actor=operator).runbook["runbook_id"],
         "format": "json",
     }
 
@@ -539,8 +544,14 @@ def test_identity_fields_in_the_body_are_rejected(api, report, failed_delivery, 
     # when the body claims to act as someone else
     response = api.post(url, {field: "mallory"}, format="json")
 
-    # then the field is unknown, and nothing was written
-    assert_invalid(response, {field: ["Unknown field."]})
+    # then the field is refused, and nothing was written: unknown, or on the two endpoints whose
+    # reference clients send generated_by, refused with a pointer to authentication
+    if field == "generated_by" and endpoint in ("retry-plan", "retry-worker-run"):
+        assert response.status_code == 400
+        assert response.json()["code"] == "reference_field_unsupported"
+        assert list(response.json()["errors"]) == ["generated_by"]
+    else:
+        assert_invalid(response, {field: ["Unknown field."]})
     assert closure_counts() == before
 
 

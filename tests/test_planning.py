@@ -134,7 +134,7 @@ def test_retry_plan_waits_for_the_backoff_after_the_first_attempt(api, receiver,
             "failed_status_codes": [500],
         }
     ]
-    assert {k: v for k, v in plan.items() if k != "retry_decisions"} == {
+    assert {k: v for k, v in plan.items() if k not in ("retry_decisions", "controls")} == {
         "retry_plan_id": stored.retry_plan_id,
         "generated_at": isoformat(stored.generated_at),
         "generated_by": "olivia",
@@ -146,6 +146,9 @@ def test_retry_plan_waits_for_the_backoff_after_the_first_attempt(api, receiver,
         "retry_policy": DEFAULT_POLICY,
         "provider": [],
         "health_id": None,
+        "schema_version": (
+            "cavra.go-backend-pilot.rollback-drill-executive-health-alert-delivery-retry-plan.v1"
+        ),
     }
     # and the decision is stored pending, the delivery is untouched
     decision = RetryDecision.objects.get()
@@ -167,7 +170,10 @@ def test_retry_plan_waits_for_the_backoff_after_the_first_attempt(api, receiver,
         0,
         0,
     )
-    assert evidence.payload["subject"] == plan
+    # (the answer adds the reference implementation's schema_version and controls)
+    assert evidence.payload["subject"] == {
+        k: v for k, v in plan.items() if k not in ("schema_version", "controls")
+    }
     assert body["metadata"]["sequence"] == evidence.sequence
     assert body["actor"]["username"] == "olivia"
 

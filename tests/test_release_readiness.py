@@ -119,8 +119,8 @@ def test_readiness_is_blocked_with_each_failing_check_and_its_action(
     )
     assert checks["closure_closed"]["evidence"] == [
         "closure_state=open",
-        "open_item_count=1",
-        f"open_items={FAILED}",
+        "open_item_count=2",
+        f"open_items={FAILED},executive_retry_health_alert_retry_execution_failed",
     ]
     assert checks["alert_delivery_failures_resolved"] == {
         "id": "alert_delivery_failures_resolved",

@@ -23,6 +23,7 @@ from closure.evidence.canonical import canonical_json
 from closure.roles import AUDITORS, OPERATORS, PLATFORM_OWNERS
 from closure.selectors import closure_dashboard
 from closure.services.evidence import evidence_checkpoint_create
+from closure.services.readiness import runbook_export
 from closure.services.tokens import api_token_create
 from tests.conftest import client_for
 from tests.factories import (
@@ -232,6 +233,10 @@ EXPECTED: dict[str, tuple[int, int, int, int]] = {
     "{B}/final-reporting-release-readiness": API_READ,
     # the runbook export: auditors and operators may POST it
     "{B}/final-reporting-operator-runbook-export": (401, 405, 405, 403),
+    # a recorded export again by its id (JSON, Markdown, printable): whoever may export it
+    "{B}/final-reporting-operator-runbook-export/<str:runbook_id>": (401, 200, 200, 403),
+    "{B}/final-reporting-operator-runbook-export/<str:runbook_id>.md": (401, 200, 200, 403),
+    "{B}/final-reporting-operator-runbook-export/<str:runbook_id>.html": (401, 200, 200, 403),
     # -- the API: the ledger and the resource lists
     "api/v1/evidence/export/": API_AUDITOR_POST_ONLY,
     "api/v1/evidence/public-key/": API_READ,
@@ -272,6 +277,7 @@ def walk_records(operator, report, failed_delivery, offline_webhook, evidence_ke
         decision="accept_open_risks",
         **dict.fromkeys(closure_dashboard()["open_items"], "accepted for the walk"),
     )
+    runbook = runbook_export(actor=operator).runbook
     token = api_token_create(actor=operator, user=operator, name="walk").token
     evidence_checkpoint_create()
     _sign_in_records()
@@ -287,6 +293,7 @@ def walk_records(operator, report, failed_delivery, offline_webhook, evidence_ke
         "execution_id": failed_delivery.executions.get().execution_id,
         "sequence": evidence.sequence,
         "review_id": review.review_id,
+        "runbook_id": runbook["runbook_id"],
         "token_pk": token.pk,
         "format": "json",
         "app_label": "closure",

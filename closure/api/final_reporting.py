@@ -2,9 +2,14 @@
 
 Paths under B = /runtime/go-pilot/rollback-drill-notifications/acknowledgements/audit-delivery:
 `POST|GET B/final-reporting-closure-reviews`, `GET B/final-reporting-closure-reviews/{id}`,
-`GET B/final-reporting-release-readiness`, `POST B/final-reporting-operator-runbook-export`.
+`GET B/final-reporting-release-readiness`, `POST B/final-reporting-operator-runbook-export`,
+and a recorded export again by its id: `GET B/final-reporting-operator-runbook-export/{id}`
+(JSON, or Markdown with `?format=markdown`), `…/{id}.md` (Markdown), `…/{id}.html` (printable).
 """
 
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -27,7 +32,7 @@ from closure.inputs.filtersets import ClosureReviewFilterSet
 from closure.inputs.serializers import ClosureReviewInputSerializer, RunbookExportInputSerializer
 from closure.models import ClosureReview
 from closure.models.reviews import REVIEW_OUTCOME_FIELDS
-from closure.selectors.readiness import release_readiness
+from closure.selectors.readiness import RecordedRunbook, release_readiness, runbook_recorded
 from closure.services.errors import NotFound
 from closure.services.readiness import runbook_export
 from closure.services.reviews import closure_review_create, closure_review_serialize
@@ -132,6 +137,21 @@ class ReleaseReadinessView(ActionView):
         return Response(release_readiness(full=query_bool(request, "full")))
 
 
+RUNBOOK_PERMISSIONS = [
+    requires("closure.view_evidence"),
+    requires_any("closure.review_closure", "closure.export_evidence"),
+]
+
+
+def runbook_downloads(runbook_id: str) -> dict:
+    """Where a recorded runbook downloads again, byte for byte, by its id."""
+    return {
+        "json": reverse("runbook-detail", kwargs={"runbook_id": runbook_id}),
+        "markdown": reverse("runbook-markdown", kwargs={"runbook_id": runbook_id}),
+        "printable": reverse("runbook-printable", kwargs={"runbook_id": runbook_id}),
+    }
+
+
 @extend_schema_view(
     post=extend_schema(
         request=RunbookExportInputSerializer,
@@ -143,12 +163,10 @@ class ReleaseReadinessView(ActionView):
 )
 class RunbookExportView(ActionView):
     """Records the readiness summary and the runbook export as evidence; answers JSON, or the
-    runbook as a Markdown attachment with `?format=markdown` or `Accept: text/markdown`."""
+    runbook as a Markdown attachment with `?format=markdown` or `Accept: text/markdown`.
+    `downloads` name the by-id routes that serve this very document again."""
 
-    permission_classes = [
-        requires("closure.view_evidence"),
-        requires_any("closure.review_closure", "closure.export_evidence"),
-    ]
+    permission_classes = RUNBOOK_PERMISSIONS
     renderer_classes = [JSONRenderer, MarkdownRenderer]
 
     def post(self, request):
@@ -161,8 +179,75 @@ class RunbookExportView(ActionView):
                 "markdown_sha256": export.runbook_evidence.payload["subject"]["markdown_sha256"],
                 "metadata": evidence_envelope(export.runbook_evidence),
                 "readiness_metadata": evidence_envelope(export.readiness_evidence),
-                "downloads": {"markdown": f"{request.path}?format=markdown"},
+                "downloads": runbook_downloads(export.runbook["runbook_id"]),
                 "actor": self.actor(),
             },
             status=status.HTTP_201_CREATED,
+        )
+
+
+# The by-id read's answer (defined here, beside its only view, as closure/api/schema.py does
+# for the others): the export's answer without the live readiness and the actor.
+RUNBOOK_READ_RESPONSE = api_schema.envelope(
+    "RunbookRecordedResponse",
+    runbook=serializers.DictField(),
+    markdown_sha256=serializers.CharField(),
+    metadata=api_schema.EVIDENCE,
+    readiness_metadata=api_schema.EVIDENCE,
+    downloads=serializers.DictField(),
+)
+
+
+def _markdown_attachment(recorded: RecordedRunbook) -> HttpResponse:
+    response = HttpResponse(recorded.markdown.encode(), content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{recorded.runbook["runbook_id"]}.md"'
+    return response
+
+
+@extend_schema_view(
+    get=extend_schema(
+        responses={
+            (200, "application/json"): RUNBOOK_READ_RESPONSE,
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR),
+        },
+    )
+)
+class RunbookDocumentView(ActionView):
+    """A recorded runbook export again, by its id, as it was recorded: no side effects, and the
+    Markdown is the stored document, whose SHA-256 is the export's `markdown_sha256`.
+
+    `document` is set per route: "json" (JSON, or Markdown with `?format=markdown` or
+    `Accept: text/markdown`), "markdown" (`….md`) or "printable" (`….html`, the console's
+    printable page)."""
+
+    query_parameters = ()
+    permission_classes = RUNBOOK_PERMISSIONS
+    renderer_classes = [JSONRenderer, MarkdownRenderer]
+    document = "json"
+
+    def get(self, request, runbook_id: str):
+        recorded = runbook_recorded(runbook_id)
+        if recorded is None:
+            raise NotFound(f"runbook export {runbook_id!r} does not exist")
+        if self.document == "markdown" or request.accepted_renderer.format == "markdown":
+            return _markdown_attachment(recorded)
+        if self.document == "printable":
+            return render(
+                request,
+                "closure/console/runbook.html",
+                {
+                    "runbook": recorded.runbook,
+                    "runbook_evidence": recorded.runbook_evidence,
+                    "readiness_evidence": recorded.readiness_evidence,
+                    "nav": "closure",
+                },
+            )
+        return Response(
+            {
+                "runbook": recorded.runbook,
+                "markdown_sha256": recorded.markdown_sha256,
+                "metadata": evidence_envelope(recorded.runbook_evidence),
+                "readiness_metadata": evidence_envelope(recorded.readiness_evidence),
+                "downloads": runbook_downloads(runbook_id),
+            }
         )

@@ -74,6 +74,22 @@ urlpatterns = [
         final_reporting.RunbookExportView.as_view(),
         name="runbook-export",
     ),
+    # A recorded export by its id; the suffixed routes first, as `<str:…>` would take them.
+    path(
+        f"{B}/final-reporting-operator-runbook-export/<str:runbook_id>.md",
+        final_reporting.RunbookDocumentView.as_view(document="markdown"),
+        name="runbook-markdown",
+    ),
+    path(
+        f"{B}/final-reporting-operator-runbook-export/<str:runbook_id>.html",
+        final_reporting.RunbookDocumentView.as_view(document="printable"),
+        name="runbook-printable",
+    ),
+    path(
+        f"{B}/final-reporting-operator-runbook-export/<str:runbook_id>",
+        final_reporting.RunbookDocumentView.as_view(),
+        name="runbook-detail",
+    ),
     # The ledger's export, public key and checkpoints (closure/api/evidence_views.py); before
     # the router, whose evidence detail route would otherwise take these names as sequences.
     path(

@@ -58,8 +58,18 @@ from closure.services.health import (
     health_report_serialize,
 )
 from closure.services.retries import RetryPolicy, retry_plan_create
-from closure.services.worker_runs import worker_run_serialize
+from closure.services.worker_runs import worker_run_present
 from closure.worker import WorkerOptions, worker_run_execute
+
+RETRY_PLAN_SCHEMA_VERSION = (
+    "cavra.go-backend-pilot.rollback-drill-executive-health-alert-delivery-retry-plan.v1"
+)
+RETRY_PLAN_CONTROLS = [
+    "Planning calls no connector: it decides, per failed delivery, retry, wait or suppress.",
+    "A delivery delivered, acknowledged or waived since its failure is not planned again.",
+    "The actor is the authenticated user; no actor field of the request is trusted.",
+    "The plan is recorded in the hash-chained evidence ledger; connector secrets never appear.",
+]
 
 
 class ApiLoginMixin:
@@ -396,8 +406,14 @@ class RetryPlanView(ActionView):
             providers=_providers(data["provider"]),
             health_id=data["health_id"],
         )
+        # The reference's plan fields with a true value here; the evidence keeps `public`.
+        plan_body = {
+            **public,
+            "schema_version": RETRY_PLAN_SCHEMA_VERSION,
+            "controls": RETRY_PLAN_CONTROLS,
+        }
         return self.changed(
-            {"plan": public}, kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
+            {"plan": plan_body}, kind=MetadataKind.RETRY_PLAN, session_id=plan.retry_plan_id
         )
 
 
@@ -423,27 +439,66 @@ class RetryWorkerRunView(ActionView):
             schedule=dict(data.get("schedule", {})),
         )
         outcome = worker_run_execute(actor=request.user, options=options)
+        # The execution records' evidence rows this request wrote, by execution_id: each
+        # result's `execution_metadata` without a query.
+        executions = {
+            row.session_id: row
+            for row in self.written
+            if row.metadata_kind == MetadataKind.EXECUTION_RECORD
+        }
+        results = [
+            {
+                "decision": result.decision,
+                "execution_record": execution_serialize(result.execution)
+                if result.execution
+                else None,
+                "execution_metadata": evidence_envelope(executions[result.execution.execution_id])
+                if result.execution and result.execution.execution_id in executions
+                else None,
+                "skipped": result.skipped or None,
+            }
+            for result in outcome.results
+        ]
         return Response(
             {
-                "run": worker_run_serialize(outcome.run),
+                "run": worker_run_present(
+                    outcome.run, follow_up_actions=_follow_up_actions(outcome.run, results)
+                ),
                 "metadata": evidence_envelope(outcome.run_evidence),
                 "retry_metadata": evidence_envelope(outcome.plan_evidence)
                 if outcome.plan_evidence
                 else None,
-                "retry_results": [
-                    {
-                        "decision": result.decision,
-                        "execution_record": execution_serialize(result.execution)
-                        if result.execution
-                        else None,
-                        "skipped": result.skipped or None,
-                    }
-                    for result in outcome.results
-                ],
+                "retry_results": results,
                 "actor": self.actor(),
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+def _follow_up_actions(run, results: list[dict]) -> list[dict]:
+    """What became of each decision the run handled: its execution's status, the reason it
+    was skipped, or (a dry run) `would_send`."""
+    actions = []
+    for result in results:
+        decision, record = result["decision"], result["execution_record"]
+        if record is not None:
+            state = record["execution_status"]
+        elif result["skipped"]:
+            state = f"skipped:{result['skipped']}"
+        else:
+            state = "would_send" if run.dry_run else "not_sent"
+        actions.append(
+            {
+                "action": decision["action"],
+                "provider": decision["provider"],
+                "health_id": decision["health_id"],
+                "alert_id": decision["alert_id"],
+                "delivery_id": decision["delivery_id"],
+                "reason": decision["reason"],
+                "execution_state": state,
+            }
+        )
+    return actions
 
 
 @extend_schema_view(get=extend_schema(responses={200: api_schema.CLOSURE_DASHBOARD_RESPONSE}))

@@ -103,6 +103,7 @@ RISK_ACTIONS: dict[str, Callable[[dict, Refs], list[RiskAction]]] = {
     "executive_retry_health_alert_delivery_failed": _plan_retries,
     "executive_retry_health_alert_delivery_exhausted": _retry_or_waive,
     "executive_retry_health_alert_delivery_unconfirmed": _retry_or_waive,
+    "executive_retry_health_alert_retry_execution_failed": _retry_or_waive,
     "executive_retry_health_alert_retry_overdue": _run_worker,
     "executive_retry_health_alert_retry_worker_failed": _inspect_runs,
     "executive_retry_health_alert_connector_circuit_open": _check_connectors,
@@ -112,6 +113,7 @@ RISK_ACTIONS: dict[str, Callable[[dict, Refs], list[RiskAction]]] = {
 ACKNOWLEDGEABLE_RISKS = (
     "executive_retry_health_alert_acknowledgement_outstanding",
     "executive_retry_health_alert_delivery_unconfirmed",
+    "executive_retry_health_alert_retry_execution_failed",
 )
 
 

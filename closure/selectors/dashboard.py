@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import (
+    BooleanField,
     Case,
     CharField,
     Count,
@@ -27,6 +28,7 @@ from closure.choices import (
     DecisionAction,
     DeliveryStatus,
     ExecutionStatus,
+    ExecutionTrigger,
     Severity,
     WorkerRunStatus,
 )
@@ -78,6 +80,30 @@ def unconfirmed_deliveries():
     return models.AlertDelivery.objects.filter(
         status=DeliveryStatus.ACCEPTED, connector__accepted_counts_as_delivered=False
     ).filter(~Exists(_closing_ack()))
+
+
+def _failed_retry_execution():
+    """A failed retry execution (by the worker or by hand) of the outer delivery."""
+    return models.ExecutionRecord.objects.filter(
+        delivery=OuterRef("pk"),
+        execution_status=ExecutionStatus.FAILED,
+        trigger__in=[ExecutionTrigger.RETRY, ExecutionTrigger.MANUAL],
+    )
+
+
+def retry_execution_failed_condition() -> Q:
+    """Deliveries a retry execution failed for, not since delivered, acknowledged or waived.
+
+    Current state: a later attempt that delivers (or is accepted) moves the delivery out of
+    `failed`/`exhausted`, a waiver or an acknowledgement suppresses it, and an acknowledgement
+    on that connector closes it even where the delivery keeps its status. A failed initial send
+    alone is the `delivery_failed` risk, not this one.
+    """
+    return (
+        Q(status__in=[DeliveryStatus.FAILED, DeliveryStatus.EXHAUSTED])
+        & Exists(_failed_retry_execution())
+        & ~Exists(_closing_ack())
+    )
 
 
 def _risk(code, severity, count, summary, refs, action) -> dict:
@@ -152,21 +178,32 @@ def _delivery_counts(now: datetime) -> tuple[dict, dict]:
         failed_open=Count("pk", filter=Q(status=DeliveryStatus.FAILED) | stuck_condition(now)),
         unacknowledged=Count("pk", filter=Q(pk__in=unacknowledged_deliveries().values("pk"))),
         unconfirmed=Count("pk", filter=Q(pk__in=unconfirmed_deliveries().values("pk"))),
+        retry_execution_failed=Count("pk", filter=retry_execution_failed_condition()),
     )
     totals = {
         "failed": counts.pop("failed_open"),
         "exhausted": counts[DeliveryStatus.EXHAUSTED],
         "unacknowledged": counts.pop("unacknowledged"),
         "unconfirmed": counts.pop("unconfirmed"),
+        "retry_execution_failed": counts.pop("retry_execution_failed"),
     }
     return counts, totals
 
 
 def _open_delivery_refs(totals: dict, now: datetime) -> dict[str, list[str]]:
     """Query 3 (only when a group is open): up to MAX_REFS public IDs of each open delivery
-    group, oldest first, in one query."""
-    refs: dict[str, list[str]] = {"failed": [], "exhausted": [], "unconfirmed": []}
-    if not (totals["failed"] or totals["exhausted"] or totals["unconfirmed"]):
+    group, oldest first, in one query.
+
+    A delivery whose retry execution failed is also `failed` or `exhausted`, so it is ranked a
+    second time, among those deliveries only, in the same query.
+    """
+    refs: dict[str, list[str]] = {
+        "failed": [],
+        "exhausted": [],
+        "unconfirmed": [],
+        "retry_execution_failed": [],
+    }
+    if not any(totals[name] for name in refs):
         return refs
     group = Case(
         When(status=DeliveryStatus.EXHAUSTED, then=Value("exhausted")),
@@ -182,13 +219,29 @@ def _open_delivery_refs(totals: dict, now: datetime) -> dict[str, list[str]]:
         .annotate(
             group=group,
             rank=Window(RowNumber(), partition_by=[group], order_by=[F("created_at"), F("id")]),
+            retry_execution_failed=Case(
+                When(retry_execution_failed_condition(), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            ),
+            retry_execution_failed_rank=Window(
+                RowNumber(),
+                partition_by=[F("retry_execution_failed")],
+                order_by=[F("created_at"), F("id")],
+            ),
         )
-        .filter(rank__lte=MAX_REFS)
+        .filter(
+            Q(rank__lte=MAX_REFS)
+            | Q(retry_execution_failed=True, retry_execution_failed_rank__lte=MAX_REFS)
+        )
         .order_by("created_at", "id")
-        .values_list("group", "delivery_id")
+        .values_list("group", "delivery_id", "rank", "retry_execution_failed")
     )
-    for group_name, delivery_id in ranked:
-        refs[group_name].append(delivery_id)
+    for group_name, delivery_id, rank, retry_execution_failed in ranked:
+        if rank <= MAX_REFS:
+            refs[group_name].append(delivery_id)
+        if retry_execution_failed and len(refs["retry_execution_failed"]) < MAX_REFS:
+            refs["retry_execution_failed"].append(delivery_id)
     return refs
 
 
@@ -237,6 +290,34 @@ def _open_delivery_risks(totals: dict, refs: dict[str, list[str]]) -> list[dict]
             )
         )
     return risks
+
+
+def _retry_execution_failed_risks(totals: dict, refs: dict[str, list[str]]) -> list[dict]:
+    """Deliveries a retry execution failed for and that are still open (no query: the count
+    is part of query 2, the refs of query 3).
+
+    Critical, like the failed and exhausted delivery risks: the alert has still not reached
+    its recipient, and now a retry did not get it there either.
+    """
+    total = totals["retry_execution_failed"]
+    if not total:
+        return []
+    return [
+        _risk(
+            "executive_retry_health_alert_retry_execution_failed",
+            Severity.CRITICAL,
+            total,
+            f"{_count(total, 'alert delivery has', 'alert deliveries have')} a failed retry "
+            f"execution and {'is' if total == 1 else 'are'} not since delivered, acknowledged "
+            f"or waived.",
+            refs["retry_execution_failed"],
+            "Read why it failed (GET /api/v1/execution-records/?delivery_id={delivery_id}"
+            "&execution_status=failed), fix the cause, then retry until an attempt delivers "
+            f"(POST {A}/deliveries/{{delivery_id}}/retry, or the worker live); or record the "
+            f"recipient's acknowledgement (POST {A}/{{health_id}}/acknowledgements); or waive "
+            f"with a reason (POST {A}/deliveries/{{delivery_id}}/waive).",
+        )
+    ]
 
 
 def _overdue_retry_risks(now: datetime) -> list[dict]:
@@ -347,12 +428,15 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
     """The final reporting closure dashboard, from the current state of every record.
 
     A fixed number of queries whatever the number of records (the seven risk reads, then the
-    summary); reads only.
+    summary; the failed retry executions are read with the delivery counts and refs); reads
+    only.
     """
     now = now or timezone.now()
     risks = _health_report_risks(now)
     delivery_counts, totals = _delivery_counts(now)
-    risks += _open_delivery_risks(totals, _open_delivery_refs(totals, now))
+    delivery_refs = _open_delivery_refs(totals, now)
+    risks += _open_delivery_risks(totals, delivery_refs)
+    risks += _retry_execution_failed_risks(totals, delivery_refs)
     risks += _overdue_retry_risks(now)
     risks += _worker_run_risks()
     risks += _acknowledgement_risks(totals["unacknowledged"], now)
@@ -366,6 +450,7 @@ def closure_dashboard(*, now: datetime | None = None) -> dict:
         closure_state, level = "open", AlertLevel.CRITICAL
     return {
         "schema_version": CLOSURE_SCHEMA_VERSION,
+        "product": "CAVRA",
         "generated_at": isoformat(now),
         "closure_state": closure_state,
         "alert_level": level,

@@ -3,9 +3,10 @@
 `release_readiness` is a selector: it reads the closure dashboard, the latest closure review and
 the evidence chain, and writes nothing. `runbook_build` turns a readiness result into the
 runbook's sections, and `runbook_markdown` renders them; the console can render the same
-sections as HTML.
+sections as HTML. `runbook_recorded` reads an export back as it was recorded.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Count, Window
@@ -20,8 +21,9 @@ from closure.choices import (
     MetadataKind,
     ReviewDecision,
 )
-from closure.evidence.canonical import isoformat
-from closure.evidence.ledger import ChainVerification, evidence_verify
+from closure.evidence.canonical import isoformat, sha256_hex
+from closure.evidence.chain import json_loads
+from closure.evidence.ledger import ChainVerification, evidence_verify, stored_payload_bytes
 from closure.models import ClosureReview, Evidence, ExecutionRecord
 from closure.selectors.dashboard import A, B, closure_dashboard
 
@@ -405,3 +407,42 @@ def runbook_markdown(runbook: dict) -> str:
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class RecordedRunbook:
+    """A runbook export as it was recorded: the runbook, its Markdown and both evidence rows."""
+
+    runbook: dict
+    markdown: str
+    markdown_sha256: str
+    runbook_evidence: Evidence
+    readiness_evidence: Evidence
+
+
+def runbook_recorded(runbook_id: str) -> RecordedRunbook | None:
+    """The runbook export recorded under `runbook_id`, read from its evidence row's stored text
+    (the bytes its hash covers, not the normalised jsonb copy), or None if there is none or it was
+    recorded before exports kept their document.
+
+    Raises `ValueError` if the stored Markdown no longer hashes to the recorded SHA-256."""
+    row = (
+        Evidence.objects.filter(metadata_kind=MetadataKind.RUNBOOK_EXPORT, session_id=runbook_id)
+        .order_by("sequence")
+        .first()
+    )
+    if row is None:
+        return None
+    subject = json_loads(stored_payload_bytes(row))["subject"]
+    if "markdown" not in subject or "runbook" not in subject:
+        return None
+    if sha256_hex(subject["markdown"]) != subject["markdown_sha256"]:
+        raise ValueError(f"runbook {runbook_id!r}: stored Markdown does not match its SHA-256")
+    readiness_row = Evidence.objects.get(sequence=subject["readiness_evidence_sequence"])
+    return RecordedRunbook(
+        runbook=subject["runbook"],
+        markdown=subject["markdown"],
+        markdown_sha256=subject["markdown_sha256"],
+        runbook_evidence=row,
+        readiness_evidence=readiness_row,
+    )

@@ -51,7 +51,8 @@ def runbook_export(*, actor, now: datetime | None = None) -> RunbookExport:
     """Compute release readiness, then record its summary and the runbook built from it.
 
     Readiness (with its pass over the evidence chain) is read before the transaction opens, so
-    the ledger's append lock is held only for the two short appends.
+    the ledger's append lock is held only for the two short appends. The export's evidence row
+    keeps the runbook and its Markdown, which `runbook_recorded` reads back by `runbook_id`.
     """
     now = now or timezone.now()
     readiness = release_readiness(now=now)
@@ -89,6 +90,10 @@ def runbook_export(*, actor, now: datetime | None = None) -> RunbookExport:
                 "sections": [section["id"] for section in runbook["sections"]],
                 "runbook_sha256": sha256_hex(canonical_json(runbook)),
                 "markdown_sha256": sha256_hex(markdown),
+                # The document itself, so that it downloads later byte for byte by its id:
+                # readiness moves on, and the runbook cannot be rebuilt from a later state.
+                "runbook": runbook,
+                "markdown": markdown,
             },
             decision_count=len(readiness["checks"]),
             blocked_count=failed,

@@ -76,6 +76,32 @@ def worker_run_serialize(run: WorkerRun) -> dict:
     }
 
 
+WORKER_RUN_SCHEMA_VERSION = (
+    "cavra.go-backend-pilot.rollback-drill-executive-health-alert-delivery-retry-worker-run.v1"
+)
+WORKER_RUN_CONTROLS = [
+    "A dry run calls no connector and changes no record; a live run needs execute=true.",
+    "Due retries are claimed under row locks, so two runs never send the same retry.",
+    "Connector calls happen outside any transaction; each outcome is recorded with its "
+    "evidence row in the hash-chained ledger.",
+    "The actor is the authenticated user; connector secrets never appear.",
+]
+
+
+def worker_run_present(run: WorkerRun, *, follow_up_actions: list[dict] | None = None) -> dict:
+    """A run as the API shows it: its stored view (the one its evidence holds) plus the
+    reference implementation's fields that have a true value here."""
+    body = worker_run_serialize(run)
+    body["schema_version"] = WORKER_RUN_SCHEMA_VERSION
+    # A run has at most one plan: the one it built or was given (a dry run without
+    # retry_plan_id previews and stores none).
+    body["summary"] = {**run.summary, "retry_plan_count": 1 if run.retry_plan_id else 0}
+    if follow_up_actions is not None:
+        body["follow_up_actions"] = follow_up_actions
+    body["controls"] = WORKER_RUN_CONTROLS
+    return body
+
+
 @dataclass(frozen=True)
 class WorkerRunSetup:
     """What a run records about itself when it starts: who started it, for which plan, with
