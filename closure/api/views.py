@@ -143,12 +143,10 @@ class ActionView(IdempotencyKeyMixin, ApiLoginMixin, APIView):
 
     def written_envelope(self, kind: str, session_id: str) -> dict:
         """The envelope of the evidence row this request's service wrote for `session_id`."""
-        row = next(
-            row
-            for row in reversed(self.written)
-            if row.metadata_kind == kind and row.session_id == session_id
-        )
-        return evidence_envelope(row)
+        for row in reversed(self.written):
+            if row.metadata_kind == kind and row.session_id == session_id:
+                return evidence_envelope(row)
+        raise LookupError(f"the service wrote no {kind} evidence row for {session_id}")
 
     def changed(
         self,

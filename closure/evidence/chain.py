@@ -187,6 +187,8 @@ def same_json_value(stored: Any, copy: Any) -> bool:
         return len(stored) == len(copy) and all(
             same_json_value(a, b) for a, b in zip(stored, copy, strict=True)
         )
+    if isinstance(stored, str) and isinstance(copy, str):
+        return stored == copy  # a stored choice is a str subclass
     return type(stored) is type(copy) and stored == copy
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import Max, Model, QuerySet, Subquery
 
-from closure.evidence.chain import json_loads
+from closure.evidence.chain import json_loads, same_json_value
 from closure.evidence.ledger import STORED_TEXT
 from closure.models import Evidence
 
@@ -46,32 +46,12 @@ class RecordMismatch:
 # (stored, recorded) per field name: what `differing` compares.
 FieldPairs = dict[str, tuple[Any, Any]]
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def same(stored: Any, recorded: Any) -> bool:
-    """JSON equality that keeps booleans apart from numbers (`True == 1` in Python)."""
-    kind = type(stored)
-    if kind is type(recorded) and kind in _SCALARS:
-        return stored == recorded
-    if isinstance(stored, bool) or isinstance(recorded, bool):
-        return type(stored) is type(recorded) and stored == recorded
-    if isinstance(stored, dict) and isinstance(recorded, dict):
-        return stored.keys() == recorded.keys() and all(
-            same(value, recorded[key]) for key, value in stored.items()
-        )
-    if isinstance(stored, list) and isinstance(recorded, list):
-        return len(stored) == len(recorded) and all(map(same, stored, recorded))
-    if isinstance(stored, int | float) and isinstance(recorded, int | float):
-        return stored == recorded
-    if isinstance(stored, str) and isinstance(recorded, str):
-        return stored == recorded  # choices are str subclasses
-    return type(stored) is type(recorded) and stored == recorded
-
 
 def differing(pairs: FieldPairs) -> tuple[str, ...]:
     """The names whose (stored, recorded) values differ."""
-    return tuple(name for name, (stored, recorded) in pairs.items() if not same(stored, recorded))
+    return tuple(
+        name for name, (stored, recorded) in pairs.items() if not same_json_value(stored, recorded)
+    )
 
 
 @dataclass(frozen=True)
